@@ -1,0 +1,36 @@
+import NIOCore
+
+/// The pub/sub core: one `LoopBroker` per event loop plus the shared `InterestTable`.
+public final class Broker: Sendable {
+    public let loops: [LoopBroker]
+    public let interest: InterestTable
+
+    public init(eventLoops: [any EventLoop]) {
+        precondition(!eventLoops.isEmpty)
+        self.interest = InterestTable(loopCount: eventLoops.count)
+        self.loops = eventLoops.enumerated().map { LoopBroker(index: $0.offset, eventLoop: $0.element, loopCount: eventLoops.count) }
+        for loop in self.loops { loop.broker = self }
+    }
+
+    /// The loop broker that owns `eventLoop`'s connections.
+    public func loop(for eventLoop: any EventLoop) -> LoopBroker {
+        for loop in self.loops where loop.eventLoop === eventLoop { return loop }
+        preconditionFailure("event loop \(eventLoop) is not one of the broker's loops")
+    }
+
+    /// Tells every session on every loop that the server is shutting down.
+    public func shutdownSessions() {
+        for loop in self.loops {
+            loop.eventLoop.execute { loop.shutdownSessions() }
+        }
+    }
+
+    /// Sessions on all loops (hops to each loop).
+    public func sessionCount() async throws -> Int {
+        var total = 0
+        for loop in self.loops {
+            total += try await loop.eventLoop.submit { loop.sessionCount }.get()
+        }
+        return total
+    }
+}

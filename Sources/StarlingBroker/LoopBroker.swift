@@ -1,0 +1,178 @@
+import NIOCore
+import StarlingSTOMP
+
+/// The broker state of one event loop: its subscription index and its sessions.
+///
+/// Threading rule: every method runs on `eventLoop` (asserted in debug builds). A publish is queued in the
+/// publishing loop's outbox; once per loop tick the outbox is sent, one hop per interested loop carrying the
+/// whole batch, and each receiving loop writes to its subscribers and then flushes each connection once.
+public final class LoopBroker: @unchecked Sendable {
+    public let index: Int
+    public let eventLoop: any EventLoop
+    unowned var broker: Broker!
+
+    private var trie = SubscriptionTrie<TopicSubscription>()
+    private var patternCounts: [String: Int] = [:]
+    private var matchCache: [String: [TopicSubscription]] = [:]
+    private var interestCache: [String: UInt64] = [:]
+    private var interestCacheGeneration: UInt64 = .max
+    private var outbox: [[BrokerMessage]]
+    private var outboxScheduled = false
+    private var flushScheduled = false
+    private var dirty: [MessageSink] = []
+    private var sessions: [ObjectIdentifier: MessageSink] = [:]
+    private var scratch: [TopicSubscription] = []
+
+    /// Caches are dropped when they grow past this many destinations (bounded memory under many topics).
+    static let cacheLimit = 8192
+
+    init(index: Int, eventLoop: any EventLoop, loopCount: Int) {
+        self.index = index
+        self.eventLoop = eventLoop
+        self.outbox = Array(repeating: [], count: loopCount)
+    }
+
+    // MARK: sessions
+
+    public func register(_ session: MessageSink) {
+        self.eventLoop.preconditionInEventLoop()
+        self.sessions[ObjectIdentifier(session)] = session
+    }
+
+    public func unregister(_ session: MessageSink) {
+        self.sessions[ObjectIdentifier(session)] = nil
+    }
+
+    public var sessionCount: Int { self.sessions.count }
+
+    func shutdownSessions() {
+        for session in Array(self.sessions.values) { session.serverIsShuttingDown() }
+    }
+
+    // MARK: subscriptions
+
+    public var subscriptionCount: Int { self.trie.count }
+
+    public func subscribe(_ subscription: TopicSubscription) {
+        self.eventLoop.assertInEventLoop()
+        self.trie.insert(subscription.words, subscription)
+        self.matchCache.removeAll(keepingCapacity: true)
+        let count = self.patternCounts[subscription.destination, default: 0] + 1
+        self.patternCounts[subscription.destination] = count
+        if count == 1 {
+            self.broker.interest.add(pattern: subscription.destination, words: subscription.words, loop: self.index)
+        }
+    }
+
+    public func unsubscribe(_ subscription: TopicSubscription) {
+        self.eventLoop.assertInEventLoop()
+        guard self.trie.remove(subscription.words, subscription) else { return }
+        self.matchCache.removeAll(keepingCapacity: true)
+        let count = self.patternCounts[subscription.destination, default: 1] - 1
+        if count == 0 {
+            self.patternCounts[subscription.destination] = nil
+            self.broker.interest.remove(pattern: subscription.destination, words: subscription.words, loop: self.index)
+        } else {
+            self.patternCounts[subscription.destination] = count
+        }
+    }
+
+    // MARK: publishing
+
+    /// Queues `message` (to a destination whose words are `words`) for every loop with matching subscribers.
+    public func publish(_ message: BrokerMessage, words: [Substring]) {
+        self.eventLoop.assertInEventLoop()
+        var mask = self.interestedLoops(message.destination, words)
+        guard mask != 0 else { return }
+        while mask != 0 {
+            let loop = mask.trailingZeroBitCount
+            mask &= mask - 1
+            self.outbox[loop].append(message)
+        }
+        if !self.outboxScheduled {
+            self.outboxScheduled = true
+            self.eventLoop.execute { self.sendOutbox() }
+        }
+    }
+
+    private func interestedLoops(_ destination: String, _ words: [Substring]) -> UInt64 {
+        let generation = self.broker.interest.generation
+        if generation == self.interestCacheGeneration, let mask = self.interestCache[destination] {
+            return mask
+        }
+        if generation != self.interestCacheGeneration || self.interestCache.count >= Self.cacheLimit {
+            self.interestCache.removeAll(keepingCapacity: true)
+        }
+        let (mask, validFor) = self.broker.interest.loops(matching: words)
+        self.interestCacheGeneration = validFor
+        self.interestCache[destination] = mask
+        return mask
+    }
+
+    private func sendOutbox() {
+        self.outboxScheduled = false
+        for loop in self.outbox.indices where !self.outbox[loop].isEmpty {
+            let batch = self.outbox[loop]
+            self.outbox[loop].removeAll(keepingCapacity: true)
+            if loop == self.index {
+                self.deliver(batch)
+            } else {
+                let target = self.broker.loops[loop]
+                target.eventLoop.execute { target.deliver(batch) }
+            }
+        }
+    }
+
+    /// Writes each message to every local subscriber, then flushes each connection that got something once.
+    func deliver(_ batch: [BrokerMessage]) {
+        for message in batch {
+            let subscribers = self.localSubscribers(message.destination)
+            for subscription in subscribers {
+                let sink = subscription.sink
+                sink.deliver(message, to: subscription)
+                if !sink.needsFlush {
+                    sink.needsFlush = true
+                    self.dirty.append(sink)
+                }
+            }
+        }
+        self.flushDirty()
+    }
+
+    /// Marks `sink` as having unflushed writes (replies, heart-beats) and flushes it at the end of this loop tick,
+    /// together with everything else written in the tick.
+    public func scheduleFlush(_ sink: MessageSink) {
+        if !sink.needsFlush {
+            sink.needsFlush = true
+            self.dirty.append(sink)
+        }
+        if !self.flushScheduled {
+            self.flushScheduled = true
+            self.eventLoop.execute {
+                self.flushScheduled = false
+                self.flushDirty()
+            }
+        }
+    }
+
+    /// Flushes every sink marked dirty.
+    func flushDirty() {
+        guard !self.dirty.isEmpty else { return }
+        let dirty = self.dirty
+        self.dirty.removeAll(keepingCapacity: true)
+        for sink in dirty {
+            sink.needsFlush = false
+            sink.flushDeliveries()
+        }
+    }
+
+    private func localSubscribers(_ destination: String) -> [TopicSubscription] {
+        if let cached = self.matchCache[destination] { return cached }
+        guard let words = try? TopicName.publishWords(destination) else { return [] }
+        self.scratch.removeAll(keepingCapacity: true)
+        self.trie.match(words, into: &self.scratch)
+        if self.matchCache.count >= Self.cacheLimit { self.matchCache.removeAll(keepingCapacity: true) }
+        self.matchCache[destination] = self.scratch
+        return self.scratch
+    }
+}

@@ -1,0 +1,46 @@
+import NIOCore
+import StarlingSTOMP
+
+/// STOMP SUBSCRIBE `ack` modes.
+public enum AckMode: String, Sendable, Hashable {
+    case auto
+    case client
+    case clientIndividual = "client-individual"
+}
+
+/// Where deliveries go: the broker's view of one connection. Lives on one event loop and is touched only there.
+public protocol MessageSink: AnyObject {
+    /// Set by the loop broker while the sink has unflushed deliveries.
+    var needsFlush: Bool { get set }
+    /// Writes one MESSAGE for `subscription` without flushing.
+    func deliver(_ message: BrokerMessage, to subscription: TopicSubscription)
+    /// Flushes what `deliver` wrote; called once per loop tick for each sink that received something.
+    func flushDeliveries()
+    /// The server is shutting down: tell the client and close.
+    func serverIsShuttingDown()
+}
+
+/// One SUBSCRIBE to a `/topic/` pattern, owned by a session and indexed by its loop's broker.
+public final class TopicSubscription: SubscriptionTrieValue {
+    public let id: String
+    public let destination: String
+    public let words: [Substring]
+    public let ackMode: AckMode
+    public let sink: MessageSink
+    /// `MESSAGE\nsubscription:<id>\n`, the per-subscriber head of every MESSAGE, encoded once.
+    public let head: ByteBuffer
+    public var matchStamp: UInt64 = 0
+
+    public init(id: String, destination: String, words: [Substring], ackMode: AckMode, version: STOMPVersion, sink: MessageSink) {
+        self.id = id
+        self.destination = destination
+        self.words = words
+        self.ackMode = ackMode
+        self.sink = sink
+        var head = ByteBuffer()
+        head.reserveCapacity(32 + id.utf8.count)
+        head.writeString("MESSAGE\n")
+        STOMPFrameEncoder.writeHeader("subscription", id, to: &head, version: version)
+        self.head = head
+    }
+}

@@ -1,0 +1,67 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import StarlingWebSocket
+
+/// Plugs `WebSocketHandshake` into NIO's `HTTPServerUpgradeHandler`. One instance per HTTP connection.
+///
+/// When the handshake is refused, `buildUpgradeResponse` fails; NIO then hands the request to `HTTPHandler`,
+/// which answers it with the same `WebSocketHandshake` verdict (400/426 with a reason) — one source of truth.
+final class WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
+    struct Rejected: Error {}
+
+    let supportedProtocol = "websocket"
+    let requiredUpgradeHeaders: [String] = []
+
+    private let configuration: WebSocketConfiguration
+    private let stompPaths: Set<String>
+    private let echoPath: String?
+    /// Called on the channel's event loop once the WebSocket handler is in place.
+    private let attach: (ChannelHandlerContext, WebSocketUpgrade, _ isEcho: Bool) -> EventLoopFuture<Void>
+    // Set in buildUpgradeResponse and read in upgrade, both on the channel's event loop.
+    private var accepted: (WebSocketUpgrade, isEcho: Bool)?
+
+    init(
+        configuration: WebSocketConfiguration,
+        stompPaths: Set<String>,
+        echoPath: String?,
+        attach: @escaping (ChannelHandlerContext, WebSocketUpgrade, Bool) -> EventLoopFuture<Void>
+    ) {
+        self.configuration = configuration
+        self.stompPaths = stompPaths
+        self.echoPath = echoPath
+        self.attach = attach
+    }
+
+    func buildUpgradeResponse(
+        channel: any Channel,
+        upgradeRequest: HTTPRequestHead,
+        initialResponseHeaders: HTTPHeaders
+    ) -> EventLoopFuture<HTTPHeaders> {
+        let path = HTTPHandler.path(of: upgradeRequest.uri)
+        let isEcho = self.echoPath != nil && path == self.echoPath
+        guard isEcho || self.stompPaths.contains(path) else {
+            return channel.eventLoop.makeFailedFuture(Rejected())
+        }
+        var configuration = self.configuration
+        if isEcho { configuration.subprotocols = [] }
+        switch WebSocketHandshake.negotiate(request: upgradeRequest, configuration: configuration) {
+        case .reject:
+            return channel.eventLoop.makeFailedFuture(Rejected())
+        case .accept(let upgrade):
+            self.accepted = (upgrade, isEcho)
+            var headers = initialResponseHeaders
+            for (name, value) in upgrade.responseHeaders where !headers.contains(name: name) {
+                headers.add(name: name, value: value)
+            }
+            return channel.eventLoop.makeSucceededFuture(headers)
+        }
+    }
+
+    func upgrade(context: ChannelHandlerContext, upgradeRequest: HTTPRequestHead) -> EventLoopFuture<Void> {
+        guard let (upgrade, isEcho) = self.accepted else {
+            return context.eventLoop.makeFailedFuture(Rejected())
+        }
+        return self.attach(context, upgrade, isEcho)
+    }
+}

@@ -1,0 +1,147 @@
+import Foundation
+import Logging
+
+/// The named settings of the command-line contract (DESIGN.md): each is a flag `--name`, an environment variable
+/// `STARLING_NAME` (upper case, `-` -> `_`) and a top-level key `name = value` of the `--config` file.
+/// Precedence: flag, then environment, then file, then the built-in default.
+extension ServerConfiguration {
+    public struct SettingError: Error, CustomStringConvertible, Equatable {
+        public var description: String
+        public init(_ description: String) { self.description = description }
+    }
+
+    /// Every setting name with a one-line help, in the order `--help` shows them.
+    public static let settings: [(name: String, help: String)] = [
+        ("host", "address to listen on (default 127.0.0.1)"),
+        ("port", "HTTP + WebSocket port (default 8080; 0 = any free port)"),
+        ("stomp-port", "plain TCP STOMP port (default 61613; 0 = any free port; off = disabled)"),
+        ("data-dir", "data directory (default ./starling-data)"),
+        ("log-level", "trace|debug|info|notice|warning|error|critical (default info)"),
+        ("echo-path", "WebSocket echo endpoint for conformance testing, e.g. /echo (default off)"),
+        ("web-root", "directory served at / (default: ./web-client or the one next to the binary)"),
+        ("event-loops", "event loop threads (default: one per core)"),
+        ("max-body-size", "largest STOMP frame body in bytes (default 1048576)"),
+        ("max-header-count", "most headers in one frame (default 64)"),
+        ("max-header-length", "longest header line in bytes (default 8192)"),
+        ("max-subscriptions", "subscriptions per connection (default 1024)"),
+        ("max-pending-bytes", "outbound bytes queued for a client before it is disconnected as slow (default 4194304)"),
+        ("heartbeat-send-ms", "fastest server heart-beat in ms (default 10000; 0 = never)"),
+        ("heartbeat-receive-ms", "fastest client heart-beat the server asks for, in ms (default 10000; 0 = none)"),
+        ("deflate", "permessage-deflate on|off (default on)"),
+        ("deflate-window-bits", "server compressor window, 9...15 (default 15)"),
+        ("deflate-memory-level", "zlib memLevel 1...9 (default 8)"),
+        ("shutdown-timeout-ms", "how long shutdown waits for clients to close (default 5000)"),
+    ]
+
+    /// Applies one setting given as text. Throws naming the setting when the value is wrong.
+    public mutating func apply(_ name: String, _ value: String, logLevel: inout Logger.Level) throws(SettingError) {
+        func integer(_ range: ClosedRange<Int>) throws(SettingError) -> Int {
+            guard let number = Int(value), range.contains(number) else {
+                throw SettingError("\(name): expected an integer in \(range.lowerBound)...\(range.upperBound), got '\(value)'")
+            }
+            return number
+        }
+        switch name {
+        case "host": self.host = value
+        case "port": self.port = try integer(0...65535)
+        case "stomp-port": self.stompPort = (value == "off" || value == "false") ? nil : try integer(0...65535)
+        case "data-dir": self.dataDirectory = value
+        case "log-level":
+            guard let level = Logger.Level(rawValue: value.lowercased()) else {
+                throw SettingError("log-level: expected trace, debug, info, notice, warning, error or critical, got '\(value)'")
+            }
+            logLevel = level
+        case "echo-path":
+            guard value.hasPrefix("/") || value == "off" else { throw SettingError("echo-path: expected a path starting with '/', got '\(value)'") }
+            self.echoPath = value == "off" ? nil : value
+        case "web-root": self.webRoot = value
+        case "event-loops": self.eventLoopCount = try integer(1...64)
+        case "max-body-size": self.limits.maxBodySize = try integer(0...(256 << 20))
+        case "max-header-count": self.limits.maxHeaderCount = try integer(1...10_000)
+        case "max-header-length": self.limits.maxHeaderLineLength = try integer(16...(1 << 20))
+        case "max-subscriptions": self.limits.maxSubscriptionsPerConnection = try integer(1...1_000_000)
+        case "max-pending-bytes": self.limits.maxPendingBytes = try integer(1024...(1 << 30))
+        case "heartbeat-send-ms": self.heartbeat.sendMilliseconds = try integer(0...3_600_000)
+        case "heartbeat-receive-ms": self.heartbeat.receiveMilliseconds = try integer(0...3_600_000)
+        case "deflate":
+            switch value.lowercased() {
+            case "on", "true", "yes": self.webSocket.deflate = true
+            case "off", "false", "no": self.webSocket.deflate = false
+            default: throw SettingError("deflate: expected on or off, got '\(value)'")
+            }
+        case "deflate-window-bits": self.webSocket.deflateWindowBits = try integer(9...15)
+        case "deflate-memory-level": self.webSocket.deflateMemoryLevel = try integer(1...9)
+        case "shutdown-timeout-ms": self.shutdownTimeout = .milliseconds(Int64(try integer(0...600_000)))
+        default: throw SettingError("unknown setting '\(name)'")
+        }
+    }
+
+    /// Resolves settings from flags (already parsed, name -> value), the environment and the config file.
+    public static func resolve(
+        flags: [String: String],
+        environment: [String: String] = ProcessInfo.processInfo.environment,
+        configFile: String?
+    ) throws(SettingError) -> (ServerConfiguration, Logger.Level) {
+        var configuration = ServerConfiguration()
+        var logLevel = Logger.Level.info
+        var values: [String: String] = [:]
+        if let configFile {
+            let text: String
+            do {
+                text = try String(contentsOfFile: configFile, encoding: .utf8)
+            } catch {
+                throw SettingError("config: cannot read '\(configFile)': \(error.localizedDescription)")
+            }
+            values = try ConfigFile.parse(text, file: configFile)
+        }
+        for (name, _) in self.settings {
+            let variable = "STARLING_" + name.uppercased().replacingOccurrences(of: "-", with: "_")
+            if let value = environment[variable] { values[name] = value }
+            if let value = flags[name] { values[name] = value }
+        }
+        for (name, _) in self.settings {
+            if let value = values[name] { try configuration.apply(name, value, logLevel: &logLevel) }
+        }
+        return (configuration, logLevel)
+    }
+}
+
+/// The subset of TOML this version reads: top-level `key = value` lines (strings, integers, booleans) and comments.
+/// Tables (`[auth]`, `[[policy]]`) arrive with the issues that give them meaning; until then they are an error.
+enum ConfigFile {
+    static func parse(_ text: String, file: String) throws(ServerConfiguration.SettingError) -> [String: String] {
+        var values: [String: String] = [:]
+        let known = Set(ServerConfiguration.settings.map(\.name))
+        for (number, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = Self.stripComment(rawLine).trimmingCharacters(in: .whitespaces)
+            if line.isEmpty { continue }
+            let location = "\(file):\(number + 1)"
+            if line.hasPrefix("[") {
+                throw .init("\(location): section \(line) is not supported by this version")
+            }
+            guard let equals = line.firstIndex(of: "=") else {
+                throw .init("\(location): expected 'key = value', got '\(line)'")
+            }
+            let key = line[..<equals].trimmingCharacters(in: .whitespaces).trimmingCharacters(in: CharacterSet(charactersIn: "\""))
+            var value = line[line.index(after: equals)...].trimmingCharacters(in: .whitespaces)
+            guard known.contains(key) else { throw .init("\(location): unknown key '\(key)'") }
+            if value.hasPrefix("\"") {
+                guard value.count >= 2, value.hasSuffix("\"") else { throw .init("\(location): unterminated string for '\(key)'") }
+                value = String(value.dropFirst().dropLast())
+            }
+            guard !value.isEmpty else { throw .init("\(location): '\(key)' has no value") }
+            values[key] = value
+        }
+        return values
+    }
+
+    private static func stripComment(_ line: Substring) -> String {
+        var inString = false
+        for index in line.indices {
+            let character = line[index]
+            if character == "\"" { inString.toggle() }
+            if character == "#" && !inString { return String(line[..<index]) }
+        }
+        return String(line)
+    }
+}

@@ -1,0 +1,87 @@
+import NIOCore
+import StarlingSTOMP
+import StarlingWebSocket
+
+/// Everything the server needs to start, with the defaults of DESIGN.md's command-line contract.
+public struct ServerConfiguration: Sendable {
+    /// Address to listen on (HTTP/WebSocket and STOMP TCP).
+    public var host = "127.0.0.1"
+    /// HTTP + WebSocket port (0 = any free port).
+    public var port = 8080
+    /// Plain TCP STOMP port; nil = off. 0 = any free port.
+    public var stompPort: Int? = 61613
+    public var dataDirectory = "./starling-data"
+    /// WebSocket echo endpoint for conformance suites (e.g. "/echo"); nil = off.
+    public var echoPath: String?
+    /// Directory served at `/`; nil = look for `web-client` (see `StaticFiles.defaultRoot`).
+    public var webRoot: String?
+    /// Event loops (one per core by default).
+    public var eventLoopCount = System.coreCount
+
+    public var limits = Limits()
+    public var heartbeat = Heartbeat()
+    public var webSocket = WebSocketSettings()
+    /// How long shutdown waits for clients to finish the closing handshakes before dropping them.
+    public var shutdownTimeout = TimeAmount.seconds(5)
+
+    public struct Limits: Sendable {
+        /// Largest STOMP frame body (bytes).
+        public var maxBodySize = 1 << 20
+        public var maxHeaderCount = 64
+        public var maxHeaderLineLength = 8192
+        public var maxSubscriptionsPerConnection = 1024
+        /// Outbound budget per connection: bytes queued for a client that is not reading before it is disconnected.
+        public var maxPendingBytes = 4 << 20
+        public init() {}
+    }
+
+    public struct Heartbeat: Sendable {
+        /// Fastest we send heart-beats (ms); the client may ask for slower. 0 = never.
+        public var sendMilliseconds = 10_000
+        /// Fastest we want the client's heart-beats (ms). 0 = we don't check.
+        public var receiveMilliseconds = 10_000
+        /// A client that sent nothing for `grace x` its negotiated interval is disconnected.
+        public var graceFactor = 1.5
+        public init() {}
+    }
+
+    public struct WebSocketSettings: Sendable {
+        /// Largest WebSocket message (after inflation); a bit above the STOMP body limit for the frame's headers.
+        public var maxMessageSize: Int?
+        public var deflate = true
+        public var deflateWindowBits = 15
+        public var deflateMemoryLevel = 8
+        public var deflateMinimumSize = 64
+        public init() {}
+    }
+
+    public init() {}
+
+    var parserLimits: STOMPParserLimits {
+        STOMPParserLimits(
+            maxCommandLength: 32,
+            maxHeaderCount: self.limits.maxHeaderCount,
+            maxHeaderLineLength: self.limits.maxHeaderLineLength,
+            maxBodySize: self.limits.maxBodySize
+        )
+    }
+
+    var webSocketConfiguration: WebSocketConfiguration {
+        var configuration = WebSocketConfiguration()
+        let messageLimit = self.webSocket.maxMessageSize
+            ?? (self.limits.maxBodySize + self.limits.maxHeaderCount * self.limits.maxHeaderLineLength / 4 + 1024)
+        configuration.maxMessageSize = messageLimit
+        configuration.maxFrameSize = messageLimit
+        configuration.subprotocols = ["v12.stomp", "v11.stomp", "v10.stomp"]
+        if self.webSocket.deflate {
+            var deflate = PerMessageDeflateConfiguration()
+            deflate.serverMaxWindowBits = self.webSocket.deflateWindowBits
+            deflate.memoryLevel = self.webSocket.deflateMemoryLevel
+            deflate.minimumSizeToCompress = self.webSocket.deflateMinimumSize
+            configuration.deflate = deflate
+        } else {
+            configuration.deflate = nil
+        }
+        return configuration
+    }
+}

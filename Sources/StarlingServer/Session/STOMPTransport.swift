@@ -1,0 +1,30 @@
+import NIOCore
+
+/// Why a transport closes; each transport maps it to its own signal (a WebSocket close code, or just TCP close).
+enum TransportCloseReason: Equatable {
+    /// DISCONNECT handled, or the peer went away.
+    case normal
+    /// A STOMP protocol error (an ERROR frame was sent first).
+    case protocolError
+    /// The server is shutting down (WebSocket 1001).
+    case goingAway
+    /// The client does not read fast enough (outbound budget exceeded).
+    case slowConsumer
+    /// The client sent nothing for longer than the heart-beat allowed.
+    case heartbeatTimeout
+}
+
+/// How a `STOMPConnection` reaches its socket: plain TCP or WebSocket messages. Event-loop-bound.
+protocol STOMPTransport: AnyObject {
+    /// Writes one STOMP frame made of `head` followed by `body` (written without copying `body`); no flush.
+    func write(head: ByteBuffer?, body: ByteBuffer, isText: Bool)
+    /// Writes a heart-beat EOL (STOMP 1.2 "Heart-beating"); no flush.
+    func writeHeartbeat()
+    func flush()
+    /// Flushes what was written, then closes the connection (after the bytes went out, or a short timeout).
+    func close(_ reason: TransportCloseReason)
+    /// False while more than the outbound budget is waiting to be written to the socket.
+    var isWritable: Bool { get }
+    /// True when closing tells the peer why (WebSocket close codes); plain TCP gets an ERROR frame instead.
+    var hasCloseCodes: Bool { get }
+}

@@ -1,0 +1,294 @@
+import NIOCore
+import StarlingBroker
+import StarlingSTOMP
+
+/// The STOMP session protocol (STOMP 1.2 "Connecting", "Client Frames", "Heart-beating", with the 1.0/1.1
+/// differences), as a state machine with no I/O: each client frame goes in, one `Action` comes out, and the
+/// connection carries it out. Destination routing and socket work stay outside.
+struct SessionStateMachine {
+    struct Configuration {
+        var serverName = "Starling/0.1"
+        var sessionID: String
+        var supportedVersions: [STOMPVersion] = [.v1_0, .v1_1, .v1_2]
+        /// Server heart-beat (`cx,cy` of CONNECTED): the fastest we send, the fastest we want to receive, in ms.
+        var heartbeat = Heartbeat(send: 10_000, receive: 10_000)
+        var maxSubscriptions = 1024
+        var maxTransactions = 16
+        var maxFramesPerTransaction = 1024
+        /// Limits announced in CONNECTED (informational headers, as `x-max-*`).
+        var announcedLimits: [(String, String)] = []
+    }
+
+    struct Heartbeat: Equatable, Sendable {
+        /// Interval in ms at which one side sends (0 = never).
+        var send: Int
+        /// Interval in ms at which one side wants to receive (0 = never).
+        var receive: Int
+    }
+
+    /// What was agreed in CONNECT/CONNECTED: the server sends every `send` ms and expects bytes every `receive` ms.
+    struct NegotiatedHeartbeat: Equatable, Sendable {
+        var send: Int
+        var receive: Int
+    }
+
+    struct Publish: Equatable {
+        var destination: String
+        var headers: STOMPHeaders
+        var body: ByteBuffer
+    }
+
+    enum Action: Equatable {
+        /// Send CONNECTED, switch the parser to `version`, start heart-beats.
+        case connected(STOMPFrame, version: STOMPVersion, heartbeat: NegotiatedHeartbeat)
+        case subscribe(id: String, destination: String, ackMode: AckMode, receipt: String?)
+        case unsubscribe(id: String, receipt: String?)
+        /// Publish in order (a SEND, or a COMMIT's SENDs), then the receipt if any.
+        case publish([Publish], receipt: String?)
+        /// Nothing to do but answer the receipt (ACK/NACK on topics, BEGIN, ABORT, ...).
+        case receipt(String?)
+        /// Send RECEIPT (if any), then close gracefully.
+        case disconnect(receipt: String?)
+        /// Send ERROR (with `receipt-id` when the frame had `receipt`), then close.
+        case error(message: String, receiptID: String?, detail: String?)
+    }
+
+    private enum State {
+        case awaitingConnect
+        case connected(STOMPVersion)
+        case closed
+    }
+
+    private var state = State.awaitingConnect
+    private let configuration: Configuration
+    private var subscriptions: [String: String] = [:]  // id -> destination
+    private var transactions: [String: [Publish]] = [:]
+
+    init(configuration: Configuration) {
+        self.configuration = configuration
+    }
+
+    var version: STOMPVersion? {
+        if case .connected(let version) = self.state { return version }
+        return nil
+    }
+
+    mutating func receive(_ frame: STOMPFrame) -> Action {
+        let receipt = frame.headers["receipt"]
+        switch self.state {
+        case .closed:
+            return .error(message: "the session is closed", receiptID: receipt, detail: nil)
+        case .awaitingConnect:
+            guard frame.command == .connect || frame.command == .stomp else {
+                return self.fail("expected CONNECT or STOMP, got \(frame.command.rawValue)", receipt: receipt)
+            }
+            return self.connect(frame)
+        case .connected(let version):
+            return self.connected(frame, version: version, receipt: receipt)
+        }
+    }
+
+    /// Turns a codec error into the ERROR action (one mapping for every parse failure, STYLE.md rule 8).
+    mutating func parseFailed(_ error: any Error) -> Action {
+        let message = (error as? STOMPParseError)?.description ?? "malformed frame"
+        return self.fail(message, receipt: nil)
+    }
+
+    private mutating func fail(_ message: String, receipt: String?, detail: String? = nil) -> Action {
+        self.state = .closed
+        return .error(message: message, receiptID: receipt, detail: detail)
+    }
+
+    // MARK: CONNECT
+
+    private mutating func connect(_ frame: STOMPFrame) -> Action {
+        // STOMP 1.2 "Protocol Negotiation": no accept-version means 1.0.
+        let offered = frame.headers["accept-version"].map { $0.split(separator: ",").map { $0.trimmingASCIISpaces() } } ?? ["1.0"]
+        let common = self.configuration.supportedVersions.filter { offered.contains($0.rawValue) }
+        guard let version = common.max() else {
+            self.state = .closed
+            let supported = self.configuration.supportedVersions.map(\.rawValue).joined(separator: ",")
+            return .error(
+                message: "no supported protocol version in accept-version (supported: \(supported))",
+                receiptID: frame.headers["receipt"],
+                detail: "Supported protocol versions are \(supported)"
+            )
+        }
+        var negotiated = NegotiatedHeartbeat(send: 0, receive: 0)
+        if version >= .v1_1, let value = frame.headers["heart-beat"] {
+            guard let client = Self.parseHeartbeat(value) else {
+                return self.fail("invalid heart-beat header '\(value)': expected two non-negative integers 'cx,cy'", receipt: frame.headers["receipt"])
+            }
+            // STOMP 1.2 "Heart-beating": each direction uses the larger of what one side can do and the other wants.
+            let server = self.configuration.heartbeat
+            negotiated.send = (client.receive == 0 || server.send == 0) ? 0 : max(client.receive, server.send)
+            negotiated.receive = (client.send == 0 || server.receive == 0) ? 0 : max(client.send, server.receive)
+        }
+        var headers: STOMPHeaders = [:]
+        headers.add("version", version.rawValue)
+        if version >= .v1_1 {
+            headers.add("heart-beat", "\(self.configuration.heartbeat.send),\(self.configuration.heartbeat.receive)")
+        }
+        headers.add("server", self.configuration.serverName)
+        headers.add("session", self.configuration.sessionID)
+        for (name, value) in self.configuration.announcedLimits { headers.add(name, value) }
+        self.state = .connected(version)
+        return .connected(STOMPFrame(.connected, headers: headers), version: version, heartbeat: negotiated)
+    }
+
+    static func parseHeartbeat(_ value: String) -> Heartbeat? {
+        let parts = value.split(separator: ",", omittingEmptySubsequences: false)
+        guard parts.count == 2,
+              let send = Int(parts[0].trimmingASCIISpaces()), let receive = Int(parts[1].trimmingASCIISpaces()),
+              send >= 0, receive >= 0
+        else { return nil }
+        return Heartbeat(send: send, receive: receive)
+    }
+
+    // MARK: connected
+
+    private mutating func connected(_ frame: STOMPFrame, version: STOMPVersion, receipt: String?) -> Action {
+        switch frame.command {
+        case .connect, .stomp:
+            return self.fail("already connected", receipt: receipt)
+        case .send:
+            return self.send(frame, receipt: receipt)
+        case .subscribe:
+            return self.subscribe(frame, version: version, receipt: receipt)
+        case .unsubscribe:
+            return self.unsubscribe(frame, version: version, receipt: receipt)
+        case .ack, .nack:
+            return self.acknowledge(frame, version: version, receipt: receipt)
+        case .begin:
+            guard let id = frame.headers["transaction"] else { return self.missing("transaction", frame, receipt) }
+            guard self.transactions[id] == nil else { return self.fail("transaction '\(id)' is already open", receipt: receipt) }
+            guard self.transactions.count < self.configuration.maxTransactions else {
+                return self.fail("too many open transactions (limit \(self.configuration.maxTransactions))", receipt: receipt)
+            }
+            self.transactions[id] = []
+            return .receipt(receipt)
+        case .commit:
+            guard let id = frame.headers["transaction"] else { return self.missing("transaction", frame, receipt) }
+            guard let sends = self.transactions.removeValue(forKey: id) else {
+                return self.fail("unknown transaction '\(id)'", receipt: receipt)
+            }
+            return .publish(sends, receipt: receipt)
+        case .abort:
+            guard let id = frame.headers["transaction"] else { return self.missing("transaction", frame, receipt) }
+            guard self.transactions.removeValue(forKey: id) != nil else {
+                return self.fail("unknown transaction '\(id)'", receipt: receipt)
+            }
+            return .receipt(receipt)
+        case .disconnect:
+            self.state = .closed
+            return .disconnect(receipt: receipt)
+        case .connected, .message, .receipt, .error:
+            return self.fail("\(frame.command.rawValue) is a server frame; a client may not send it", receipt: receipt)
+        }
+    }
+
+    private mutating func missing(_ header: String, _ frame: STOMPFrame, _ receipt: String?) -> Action {
+        self.fail("\(frame.command.rawValue) frame has no '\(header)' header", receipt: receipt)
+    }
+
+    private mutating func send(_ frame: STOMPFrame, receipt: String?) -> Action {
+        guard let destination = frame.headers["destination"] else { return self.missing("destination", frame, receipt) }
+        if let problem = Self.destinationProblem(destination, publishing: true) {
+            return self.fail(problem, receipt: receipt)
+        }
+        let publish = Publish(destination: destination, headers: frame.headers, body: frame.body)
+        if let transaction = frame.headers["transaction"] {
+            guard self.transactions[transaction] != nil else {
+                return self.fail("unknown transaction '\(transaction)'", receipt: receipt)
+            }
+            guard self.transactions[transaction]!.count < self.configuration.maxFramesPerTransaction else {
+                return self.fail("too many frames in transaction '\(transaction)' (limit \(self.configuration.maxFramesPerTransaction))", receipt: receipt)
+            }
+            self.transactions[transaction]!.append(publish)
+            return .receipt(receipt)
+        }
+        return .publish([publish], receipt: receipt)
+    }
+
+    private mutating func subscribe(_ frame: STOMPFrame, version: STOMPVersion, receipt: String?) -> Action {
+        guard let destination = frame.headers["destination"] else { return self.missing("destination", frame, receipt) }
+        // STOMP 1.0 makes `id` optional; the destination then names the subscription.
+        guard let id = frame.headers["id"] ?? (version == .v1_0 ? destination : nil) else {
+            return self.missing("id", frame, receipt)
+        }
+        let ackMode: AckMode
+        if let value = frame.headers["ack"] {
+            guard let mode = AckMode(rawValue: value) else {
+                return self.fail("invalid ack mode '\(value)': expected auto, client or client-individual", receipt: receipt)
+            }
+            ackMode = mode
+        } else {
+            ackMode = .auto
+        }
+        if let problem = Self.destinationProblem(destination, publishing: false) {
+            return self.fail(problem, receipt: receipt)
+        }
+        guard self.subscriptions[id] == nil else {
+            return self.fail("subscription id '\(id)' is already in use on this connection", receipt: receipt)
+        }
+        guard self.subscriptions.count < self.configuration.maxSubscriptions else {
+            return self.fail("too many subscriptions on this connection (limit \(self.configuration.maxSubscriptions))", receipt: receipt)
+        }
+        self.subscriptions[id] = destination
+        return .subscribe(id: id, destination: destination, ackMode: ackMode, receipt: receipt)
+    }
+
+    private mutating func unsubscribe(_ frame: STOMPFrame, version: STOMPVersion, receipt: String?) -> Action {
+        guard let id = frame.headers["id"] ?? (version == .v1_0 ? frame.headers["destination"] : nil) else {
+            return self.missing("id", frame, receipt)
+        }
+        guard self.subscriptions.removeValue(forKey: id) != nil else {
+            return self.fail("no subscription with id '\(id)' on this connection", receipt: receipt)
+        }
+        return .unsubscribe(id: id, receipt: receipt)
+    }
+
+    private mutating func acknowledge(_ frame: STOMPFrame, version: STOMPVersion, receipt: String?) -> Action {
+        // STOMP 1.2 ACK/NACK carry `id` (the MESSAGE's `ack`); 1.1 `message-id` + `subscription`; 1.0 `message-id`.
+        switch version {
+        case .v1_2:
+            guard frame.headers["id"] != nil else { return self.missing("id", frame, receipt) }
+        case .v1_1:
+            guard frame.headers["message-id"] != nil else { return self.missing("message-id", frame, receipt) }
+            guard frame.headers["subscription"] != nil else { return self.missing("subscription", frame, receipt) }
+        case .v1_0:
+            guard frame.headers["message-id"] != nil else { return self.missing("message-id", frame, receipt) }
+        }
+        if let transaction = frame.headers["transaction"], self.transactions[transaction] == nil {
+            return self.fail("unknown transaction '\(transaction)'", receipt: receipt)
+        }
+        // Topic deliveries need no acknowledgement; queues (issue 5) give ACK/NACK their meaning.
+        return .receipt(receipt)
+    }
+
+    /// Why `destination` cannot be used, or nil when it can.
+    static func destinationProblem(_ destination: String, publishing: Bool) -> String? {
+        if destination.hasPrefix(TopicName.prefix) {
+            do {
+                if publishing {
+                    _ = try TopicName.publishWords(destination)
+                } else {
+                    _ = try TopicName.patternWords(destination)
+                }
+                return nil
+            } catch {
+                return error.description
+            }
+        }
+        for prefix in ["/queue/", "/temp-queue/", "/room/", "/presence/", "/user/"] where destination.hasPrefix(prefix) {
+            return "destination '\(destination)': \(prefix) destinations are not supported yet (only /topic/)"
+        }
+        return "unknown destination '\(destination)': destinations start with /topic/"
+    }
+}
+
+extension Substring {
+    func trimmingASCIISpaces() -> String {
+        String(self.drop(while: { $0 == " " }).reversed().drop(while: { $0 == " " }).reversed())
+    }
+}

@@ -1,0 +1,191 @@
+import Atomics
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import ServiceLifecycle
+import StarlingBroker
+import StarlingWebSocket
+
+/// The server: HTTP + WebSocket and plain TCP STOMP listeners over one event loop group and one broker.
+/// The executable and the tests build it the same way: `StarlingServer(configuration:logger:)`, then `run()` as a
+/// `Service` (or `start()` / `shutdown()` directly).
+public final class StarlingServer: Service, Sendable {
+    public struct BoundAddresses: Sendable {
+        public var http: SocketAddress
+        public var stomp: SocketAddress?
+    }
+
+    public let configuration: ServerConfiguration
+    public let broker: Broker
+    private let logger: Logger
+    private let group: MultiThreadedEventLoopGroup
+    private let draining = ManagedAtomic(false)
+    private let sessionCounter = ManagedAtomic<UInt64>(0)
+    private let nodeTag: String
+    private let listeners = NIOLockedValueBox<[any Channel]>([])
+    private let stopped = ManagedAtomic(false)
+
+    public init(configuration: ServerConfiguration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+        self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.eventLoopCount))
+        self.broker = Broker(eventLoops: self.group.makeIterator().map { $0 })
+        self.nodeTag = String(UInt32.random(in: 0x1000_0000...UInt32.max), radix: 16)
+    }
+
+    // MARK: Service
+
+    public func run() async throws {
+        _ = try await self.start()
+        // Returns when the ServiceGroup starts a graceful shutdown (SIGTERM/SIGINT), throws on cancellation.
+        try? await gracefulShutdown()
+        await self.shutdown()
+    }
+
+    /// Binds the listeners and logs the `listening` line. Ports of 0 are bound to free ports.
+    public func start() async throws -> BoundAddresses {
+        let files = StaticFiles(root: self.configuration.webRoot ?? StaticFiles.defaultRoot())
+        let http = try await self.bindHTTP(files: files)
+        var stomp: (any Channel)?
+        if let port = self.configuration.stompPort {
+            stomp = try await self.bindSTOMP(port: port)
+        }
+        self.listeners.withLockedValue { $0 = [http] + (stomp.map { [$0] } ?? []) }
+        let addresses = BoundAddresses(http: http.localAddress!, stomp: stomp?.localAddress)
+        var metadata: Logger.Metadata = ["http": "\(Self.describe(addresses.http))"]
+        if let stomp = addresses.stomp { metadata["stomp"] = "\(Self.describe(stomp))" }
+        if let echo = self.configuration.echoPath { metadata["echo"] = "\(echo)" }
+        if files.isEmpty { metadata["web"] = "none" }
+        self.logger.info("listening", metadata: metadata)
+        return addresses
+    }
+
+    static func describe(_ address: SocketAddress) -> String {
+        let ip = address.ipAddress ?? "?"
+        let host = ip.contains(":") ? "[\(ip)]" : ip
+        return "\(host):\(address.port ?? 0)"
+    }
+
+    /// Graceful shutdown: stop accepting, report draining on /healthz, close every session (WebSocket 1001, TCP
+    /// ERROR "server shutting down"), wait for the closing handshakes up to `shutdownTimeout`, stop the loops.
+    public func shutdown() async {
+        guard !self.stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        self.draining.store(true, ordering: .relaxed)
+        let listeners = self.listeners.withLockedValue { $0 }
+        for listener in listeners { try? await listener.close() }
+        self.broker.shutdownSessions()
+        let deadline = NIODeadline.now() + self.configuration.shutdownTimeout
+        while NIODeadline.now() < deadline {
+            let remaining = (try? await self.broker.sessionCount()) ?? 0
+            if remaining == 0 { break }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        self.logger.info("stopped")
+        try? await self.group.shutdownGracefully()
+    }
+
+    // MARK: listeners
+
+    private func bindHTTP(files: StaticFiles) async throws -> any Channel {
+        let webSocket = self.configuration.webSocketConfiguration
+        let routes = HTTPHandler.Routes(
+            files: files,
+            webSocket: webSocket,
+            webSocketPaths: ["/ws", "/stomp"],
+            echoPath: self.configuration.echoPath,
+            draining: self.draining
+        )
+        return try await self.bootstrap()
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let upgrader = WebSocketUpgrader(
+                        configuration: webSocket,
+                        stompPaths: routes.webSocketPaths,
+                        echoPath: routes.echoPath
+                    ) { context, upgrade, isEcho in
+                        self.attachWebSocket(context: context, upgrade: upgrade, isEcho: isEcho, configuration: webSocket)
+                    }
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+                        withServerUpgrade: (upgraders: [upgrader], completionHandler: { context in
+                            context.pipeline.syncOperations.removeHandler(name: HTTPHandler.name, promise: nil)
+                        }),
+                        withErrorHandling: true
+                    )
+                    try channel.pipeline.syncOperations.addHandler(HTTPHandler(routes: routes), name: HTTPHandler.name)
+                }
+            }
+            .bind(host: self.configuration.host, port: self.configuration.port).get()
+    }
+
+    private func attachWebSocket(
+        context: ChannelHandlerContext, upgrade: WebSocketUpgrade, isEcho: Bool, configuration: WebSocketConfiguration
+    ) -> EventLoopFuture<Void> {
+        context.eventLoop.makeCompletedFuture {
+            if isEcho {
+                let echo = WebSocketEchoDelegate()
+                let handler = WebSocketConnectionHandler(configuration: configuration, deflate: upgrade.deflate, delegate: echo)
+                try context.pipeline.syncOperations.addHandler(handler)
+                return
+            }
+            let bridge = WebSocketSTOMPBridge(channel: context.channel)
+            let handler = WebSocketConnectionHandler(configuration: configuration, deflate: upgrade.deflate, delegate: bridge)
+            let connection = self.makeConnection(loop: self.broker.loop(for: context.eventLoop), transport: bridge, kind: "ws")
+            bridge.start(webSocket: handler, connection: connection)
+            try context.pipeline.syncOperations.addHandler(handler)
+        }
+    }
+
+    private func bindSTOMP(port: Int) async throws -> any Channel {
+        try await self.bootstrap()
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let handler = TCPSTOMPHandler(broker: self.broker) { loop, transport in
+                        self.makeConnection(loop: loop, transport: transport, kind: "tcp")
+                    }
+                    try channel.pipeline.syncOperations.addHandler(handler)
+                }
+            }
+            .bind(host: self.configuration.host, port: port).get()
+    }
+
+    private func bootstrap() -> ServerBootstrap {
+        let budget = self.configuration.limits.maxPendingBytes
+        return ServerBootstrap(group: self.group)
+            .serverChannelOption(.backlog, value: 4096)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.writeBufferWaterMark, value: .init(low: budget / 2, high: budget))
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+    }
+
+    private func makeConnection(loop: LoopBroker, transport: any STOMPTransport, kind: String) -> STOMPConnection {
+        let number = self.sessionCounter.wrappingIncrementThenLoad(ordering: .relaxed)
+        var session = SessionStateMachine.Configuration(sessionID: "\(self.nodeTag)-\(number)")
+        session.heartbeat = .init(
+            send: self.configuration.heartbeat.sendMilliseconds,
+            receive: self.configuration.heartbeat.receiveMilliseconds
+        )
+        let limits = self.configuration.limits
+        session.maxSubscriptions = limits.maxSubscriptionsPerConnection
+        session.announcedLimits = [
+            ("x-max-body-size", String(limits.maxBodySize)),
+            ("x-max-header-count", String(limits.maxHeaderCount)),
+            ("x-max-header-length", String(limits.maxHeaderLineLength)),
+            ("x-max-subscriptions", String(limits.maxSubscriptionsPerConnection)),
+            ("x-max-pending-bytes", String(limits.maxPendingBytes)),
+        ]
+        var settings = STOMPConnection.Settings(parserLimits: self.configuration.parserLimits, session: session)
+        settings.heartbeatGraceFactor = self.configuration.heartbeat.graceFactor
+        var logger = self.logger
+        logger[metadataKey: "session"] = "\(session.sessionID)"
+        logger[metadataKey: "transport"] = "\(kind)"
+        return STOMPConnection(loop: loop, transport: transport, settings: settings, logger: logger)
+    }
+}
+
+extension HTTPHandler {
+    static let name = "starling-http"
+}

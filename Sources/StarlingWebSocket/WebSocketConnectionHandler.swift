@@ -1,0 +1,267 @@
+import NIOCore
+
+/// The channel handler of one server-side WebSocket connection (RFC 6455 §5-§7, RFC 7692).
+///
+/// Added to the pipeline after the HTTP handlers are gone (the caller feeds any bytes that followed the upgrade
+/// request through `channelRead`). Inbound it feeds bytes to a `WebSocketFrameParser` and frames to a
+/// `WebSocketConnectionStateMachine`, and carries out the actions they return; complete messages go to the
+/// `delegate`. Outbound, `sendMessage` frames one message (compressed when negotiated and large enough).
+/// A `ByteBuffer` written through the pipeline is sent as one binary message (the write's promise is kept).
+///
+/// Event-loop-bound: every method must be called on the channel's event loop. Not Sendable.
+public final class WebSocketConnectionHandler: ChannelDuplexHandler {
+    public typealias InboundIn = ByteBuffer
+    public typealias OutboundIn = ByteBuffer
+    public typealias OutboundOut = ByteBuffer
+
+    /// Held strongly until `webSocketConnectionDidClose` was called, then released (breaking the usual
+    /// handler <-> session cycle), so the delegate does not need another owner while the connection lives.
+    public var delegate: WebSocketConnectionDelegate?
+
+    private let configuration: WebSocketConfiguration
+    private let deflate: NegotiatedDeflate?
+    private let deflateSettings: PerMessageDeflateConfiguration
+    private var parser: WebSocketFrameParser
+    private var stateMachine: WebSocketConnectionStateMachine
+    /// Created with the first message worth compressing; freed when the connection finishes.
+    private var deflater: PerMessageDeflater?
+    private var context: ChannelHandlerContext?
+    private var closeTimer: Scheduled<Void>?
+    private var didFinish = false
+    private var needsFlush = false
+
+    /// Room in front of compressed output for the largest server frame header (2 + 8 bytes).
+    private static let headroom = 10
+    /// RFC 6455 §5.5: a control payload is at most 125 bytes, so a close reason at most 123.
+    private static let maxCloseReasonLength = 123
+
+    public init(configuration: WebSocketConfiguration, deflate: NegotiatedDeflate?, delegate: WebSocketConnectionDelegate) {
+        self.configuration = configuration
+        // What the handshake agreed is honoured even if `configuration.deflate` is nil (defaults are used then).
+        self.deflate = deflate
+        self.deflateSettings = configuration.deflate ?? PerMessageDeflateConfiguration()
+        self.delegate = delegate
+        self.parser = WebSocketFrameParser(
+            maxFrameSize: configuration.maxFrameSize, expectMasked: true, allowCompressionBit: self.deflate != nil
+        )
+        self.stateMachine = WebSocketConnectionStateMachine(
+            maxMessageSize: configuration.maxMessageSize, deflate: self.deflate
+        )
+    }
+
+    /// `true` once the closing handshake began (either side) or the connection failed.
+    public var isClosing: Bool { self.stateMachine.isClosing }
+
+    // MARK: - Sending
+
+    /// Sends one message whose payload is `prefix` followed by `payload`, as a single frame with FIN set.
+    ///
+    /// Uncompressed, `payload` is not copied: the frame header and `prefix` go in one small buffer and
+    /// `payload` as a second write, so NIO can `writev` both. Compressed (deflate negotiated and at least
+    /// `minimumSizeToCompress` bytes), both go through the deflater into one buffer with RSV1 set. Does not
+    /// flush. A no-op once closing began.
+    public func sendMessage(prefix: ByteBuffer?, payload: ByteBuffer, isText: Bool) {
+        self.sendMessage(prefix: prefix, payload: payload, isText: isText, promise: nil)
+    }
+
+    public func flush() {
+        self.needsFlush = false
+        self.context?.flush()
+    }
+
+    /// Starts the closing handshake (RFC 6455 §7.1.2): sends Close(code, reason) and flushes, stops delivering
+    /// messages, and closes TCP when the peer's Close arrives or after `closeTimeout`. The reason is cut to
+    /// 123 bytes at a character boundary. `code` is sent as given (pick one with `isValidOnWire`).
+    public func close(code: WebSocketCloseCode, reason: String) {
+        guard let context = self.context else { return }
+        guard case .sendClose(let code, let reason) = self.stateMachine.closeRequested(code: code, reason: reason) else {
+            return
+        }
+        self.needsFlush = false
+        context.writeAndFlush(self.wrapOutboundOut(self.closeFrame(code: code, reason: reason, context: context)), promise: nil)
+        self.armCloseTimer(context: context)
+    }
+
+    private func sendMessage(prefix: ByteBuffer?, payload: ByteBuffer, isText: Bool, promise: EventLoopPromise<Void>?) {
+        guard let context = self.context, !self.stateMachine.isClosing else {
+            promise?.fail(ChannelError.ioOnClosedChannel)
+            return
+        }
+        let opcode: WebSocketOpcode = isText ? .text : .binary
+        let prefixLength = prefix?.readableBytes ?? 0
+        let length = prefixLength + payload.readableBytes
+        if self.deflate != nil, length >= self.deflateSettings.minimumSizeToCompress {
+            // RFC 7692 §6: RSV1 on the (only) frame marks the message compressed.
+            guard let deflater = self.makeDeflater(),
+                var compressed = deflater.compress(
+                    prefix: prefix, payload: payload, headroom: Self.headroom, allocator: context.channel.allocator
+                ),
+                WebSocketFrameEncoder.prependFrameHeader(opcode: opcode, fin: true, rsv1: true, to: &compressed)
+            else {
+                // The deflate context is unusable; the peer could not inflate what follows.
+                promise?.fail(ChannelError.ioOnClosedChannel)
+                self.perform(.fail(.compressionUnavailable), context: context)
+                return
+            }
+            context.write(self.wrapOutboundOut(compressed), promise: promise)
+            return
+        }
+        var head = context.channel.allocator.buffer(
+            capacity: WebSocketFrameEncoder.headerLength(payloadLength: length, masked: false) + prefixLength
+        )
+        WebSocketFrameEncoder.writeFrameHeader(
+            opcode: opcode, fin: true, rsv1: false, payloadLength: length, maskingKey: nil, to: &head
+        )
+        if let prefix { head.writeImmutableBuffer(prefix) }
+        if payload.readableBytes == 0 {
+            context.write(self.wrapOutboundOut(head), promise: promise)
+        } else {
+            context.write(self.wrapOutboundOut(head), promise: nil)
+            context.write(self.wrapOutboundOut(payload), promise: promise)
+        }
+    }
+
+    private func makeDeflater() -> PerMessageDeflater? {
+        if let deflater = self.deflater { return deflater }
+        guard let deflate = self.deflate else { return nil }
+        self.deflater = PerMessageDeflater(
+            windowBits: deflate.serverMaxWindowBits, memoryLevel: self.deflateSettings.memoryLevel,
+            level: self.deflateSettings.compressionLevel, noContextTakeover: deflate.serverNoContextTakeover
+        )
+        return self.deflater
+    }
+
+    // MARK: - ChannelHandler
+
+    public func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    public func handlerRemoved(context: ChannelHandlerContext) {
+        self.closeTimer?.cancel()
+        self.closeTimer = nil
+        self.finish(code: nil)
+        self.context = nil
+    }
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var buffer = self.unwrapInboundIn(data)
+        while !self.stateMachine.isClosed, buffer.readableBytes > 0 {
+            let action: WebSocketConnectionStateMachine.FrameAction
+            do {
+                guard let frame = try self.parser.next(&buffer) else { return }
+                action = self.stateMachine.receivedFrame(frame)
+            } catch {
+                action = self.stateMachine.parserFailed(error)
+            }
+            self.perform(action, context: context)
+        }
+    }
+
+    public func channelReadComplete(context: ChannelHandlerContext) {
+        if self.needsFlush {
+            self.flush()
+        }
+        context.fireChannelReadComplete()
+    }
+
+    public func channelInactive(context: ChannelHandlerContext) {
+        self.closeTimer?.cancel()
+        self.closeTimer = nil
+        self.finish(code: nil)
+        context.fireChannelInactive()
+    }
+
+    public func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.fireErrorCaught(error)
+        context.close(promise: nil)
+    }
+
+    public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        self.sendMessage(prefix: nil, payload: self.unwrapOutboundIn(data), isText: false, promise: promise)
+    }
+
+    // MARK: - Actions
+
+    private func perform(_ action: WebSocketConnectionStateMachine.FrameAction, context: ChannelHandlerContext) {
+        switch action {
+        case .none:
+            break
+        case .deliver(let message, let isText):
+            self.delegate?.webSocketConnection(self, didReceiveMessage: message, isText: isText)
+        case .sendPong(let payload):
+            var frame = context.channel.allocator.buffer(capacity: 2 + payload.readableBytes)
+            WebSocketFrameEncoder.writeFrame(opcode: .pong, payload: payload, maskingKey: nil, to: &frame)
+            context.write(self.wrapOutboundOut(frame), promise: nil)
+            self.needsFlush = true
+        case .fail(let error):
+            self.finish(code: error.closeCode)
+            self.sendCloseAndDrop(code: error.closeCode, reason: error.closeReason, context: context)
+        case .acknowledgeClose(let peerCode, let reply):
+            // §5.5.1: echo the status code, then (server side, §7.1.1) close TCP first.
+            self.finish(code: peerCode)
+            self.sendCloseAndDrop(code: reply, reason: "", context: context)
+        case .closeConnection(let code):
+            self.finish(code: code)
+            context.close(promise: nil)
+        }
+    }
+
+    /// Sends a Close and closes TCP once it is written; the close timer bounds the wait for a stuck peer.
+    private func sendCloseAndDrop(code: WebSocketCloseCode, reason: String, context: ChannelHandlerContext) {
+        self.needsFlush = false
+        let written = context.eventLoop.makePromise(of: Void.self)
+        context.writeAndFlush(self.wrapOutboundOut(self.closeFrame(code: code, reason: reason, context: context)), promise: written)
+        written.futureResult.assumeIsolated().whenComplete { _ in
+            context.close(promise: nil)
+        }
+        if context.channel.isActive {
+            self.armCloseTimer(context: context)
+        }
+    }
+
+    private func armCloseTimer(context: ChannelHandlerContext) {
+        guard self.closeTimer == nil else { return }
+        self.closeTimer = context.eventLoop.assumeIsolated().scheduleTask(in: self.configuration.closeTimeout) {
+            [weak self] in
+            guard let self else { return }
+            self.closeTimer = nil
+            if case .closeConnection(let code) = self.stateMachine.closeTimedOut() {
+                self.finish(code: code)
+            }
+            context.close(promise: nil)
+        }
+    }
+
+    /// Notifies the delegate once, then frees compression state.
+    private func finish(code: WebSocketCloseCode?) {
+        guard !self.didFinish else { return }
+        self.didFinish = true
+        self.stateMachine.connectionClosed()
+        self.deflater?.release()
+        self.deflater = nil
+        let delegate = self.delegate
+        self.delegate = nil
+        delegate?.webSocketConnectionDidClose(self, code: code)
+    }
+
+    private func closeFrame(code: WebSocketCloseCode, reason: String, context: ChannelHandlerContext) -> ByteBuffer {
+        var reasonBytes = reason.utf8.prefix(Self.maxCloseReasonLength)
+        if reasonBytes.count < reason.utf8.count {
+            // Do not cut a multi-byte character: drop trailing continuation bytes and their lead byte.
+            while let last = reasonBytes.last, last & 0xC0 == 0x80 { reasonBytes = reasonBytes.dropLast() }
+            if let last = reasonBytes.last, last >= 0xC0 { reasonBytes = reasonBytes.dropLast() }
+        }
+        let payloadLength = 2 + reasonBytes.count
+        var frame = context.channel.allocator.buffer(capacity: 2 + payloadLength)
+        WebSocketFrameEncoder.writeFrameHeader(
+            opcode: .close, fin: true, rsv1: false, payloadLength: payloadLength, maskingKey: nil, to: &frame
+        )
+        frame.writeInteger(code.rawValue)
+        frame.writeBytes(reasonBytes)
+        return frame
+    }
+}
+
+@available(*, unavailable)
+extension WebSocketConnectionHandler: Sendable {}

@@ -1,0 +1,71 @@
+import ArgumentParser
+import Foundation
+import Logging
+import ServiceLifecycle
+import StarlingServer
+
+@main
+struct Starling: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "starling",
+        abstract: "A STOMP messaging server over WebSocket and TCP.",
+        discussion: """
+            Every option is also an environment variable STARLING_<NAME> (e.g. STARLING_STOMP_PORT) and a top-level \
+            key of the --config file; flags win over the environment, which wins over the file.
+            """
+    )
+
+    @Option(help: "TOML configuration file.") var config: String?
+    @Option(help: "Address to listen on (default 127.0.0.1).") var host: String?
+    @Option(help: "HTTP + WebSocket port (default 8080; 0 = any free port).") var port: String?
+    @Option(name: .customLong("stomp-port"), help: "Plain TCP STOMP port (default 61613; 0 = any; off = disabled).") var stompPort: String?
+    @Option(name: .customLong("data-dir"), help: "Data directory (default ./starling-data).") var dataDir: String?
+    @Option(name: .customLong("log-level"), help: "trace|debug|info|notice|warning|error|critical (default info).") var logLevel: String?
+    @Option(name: .customLong("echo-path"), help: "WebSocket echo endpoint, e.g. /echo (default off).") var echoPath: String?
+    @Option(name: .customLong("web-root"), help: "Directory served at / (default ./web-client).") var webRoot: String?
+    @Option(name: .customLong("event-loops"), help: "Event loop threads (default: one per core).") var eventLoops: String?
+    @Option(name: .customLong("max-body-size"), help: "Largest STOMP body in bytes (default 1048576).") var maxBodySize: String?
+    @Option(name: .customLong("max-pending-bytes"), help: "Outbound bytes queued per client before it is disconnected (default 4194304).") var maxPendingBytes: String?
+    @Option(name: .customLong("heartbeat-send-ms"), help: "Fastest server heart-beat in ms (default 10000).") var heartbeatSendMs: String?
+    @Option(name: .customLong("heartbeat-receive-ms"), help: "Fastest client heart-beat asked for, in ms (default 10000).") var heartbeatReceiveMs: String?
+    @Option(help: "permessage-deflate on|off (default on).") var deflate: String?
+    @Option(name: .customLong("set"), help: "Any other setting as name=value (see README), repeatable.") var extra: [String] = []
+
+    func run() async throws {
+        var flags: [String: String] = [:]
+        let pairs: [(String, String?)] = [
+            ("host", self.host), ("port", self.port), ("stomp-port", self.stompPort), ("data-dir", self.dataDir),
+            ("log-level", self.logLevel), ("echo-path", self.echoPath), ("web-root", self.webRoot),
+            ("event-loops", self.eventLoops), ("max-body-size", self.maxBodySize), ("max-pending-bytes", self.maxPendingBytes),
+            ("heartbeat-send-ms", self.heartbeatSendMs), ("heartbeat-receive-ms", self.heartbeatReceiveMs),
+            ("deflate", self.deflate),
+        ]
+        for (name, value) in pairs { if let value { flags[name] = value } }
+        for item in self.extra {
+            guard let equals = item.firstIndex(of: "=") else { throw ValidationError("--set expects name=value, got '\(item)'") }
+            flags[String(item[..<equals])] = String(item[item.index(after: equals)...])
+        }
+        let configFile = self.config ?? ProcessInfo.processInfo.environment["STARLING_CONFIG"]
+        let (configuration, level): (ServerConfiguration, Logger.Level)
+        do {
+            (configuration, level) = try ServerConfiguration.resolve(flags: flags, configFile: configFile)
+        } catch {
+            throw ValidationError(error.description)
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = LogfmtHandler(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "starling")
+        let server = StarlingServer(configuration: configuration, logger: logger)
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: server)],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger
+            )
+        )
+        try await group.run()
+    }
+}

@@ -1,0 +1,201 @@
+import NIOCore
+import StarlingBroker
+import StarlingSTOMP
+import Testing
+@testable import StarlingServer
+
+@Suite("SessionStateMachine")
+struct SessionStateMachineTests {
+    private func machine(heartbeat: SessionStateMachine.Heartbeat = .init(send: 1000, receive: 2000)) -> SessionStateMachine {
+        var configuration = SessionStateMachine.Configuration(sessionID: "s1")
+        configuration.heartbeat = heartbeat
+        configuration.maxSubscriptions = 2
+        return SessionStateMachine(configuration: configuration)
+    }
+
+    private func frame(_ command: STOMPCommand, _ headers: [(String, String)] = []) -> STOMPFrame {
+        STOMPFrame(command, headers: STOMPHeaders(headers.map { (name: $0.0, value: $0.1) }))
+    }
+
+    private func connected(_ version: String = "1.2") -> SessionStateMachine {
+        var machine = self.machine()
+        _ = machine.receive(self.frame(.connect, [("accept-version", version)]))
+        return machine
+    }
+
+    @Test("CONNECT picks the highest common version and answers CONNECTED with version, heart-beat, server and session.")
+    func connect() {
+        var machine = self.machine()
+        let action = machine.receive(self.frame(.connect, [("accept-version", "1.0,1.1,1.2"), ("heart-beat", "500,3000")]))
+        guard case .connected(let frame, let version, let heartbeat) = action else {
+            Issue.record("expected CONNECTED, got \(action)")
+            return
+        }
+        #expect(version == .v1_2)
+        #expect(frame.headers["version"] == "1.2")
+        #expect(frame.headers["heart-beat"] == "1000,2000")
+        #expect(frame.headers["session"] == "s1")
+        #expect(frame.headers["server"]?.hasPrefix("Starling/") == true)
+        // Server sends at max(server send, client wants) and expects at max(client send, server wants).
+        #expect(heartbeat == .init(send: 3000, receive: 2000))
+    }
+
+    @Test("A CONNECT without accept-version is STOMP 1.0, and a STOMP frame works like CONNECT.")
+    func versions() {
+        var machine = self.machine()
+        guard case .connected(_, let version, let heartbeat) = machine.receive(self.frame(.connect)) else {
+            Issue.record("expected CONNECTED")
+            return
+        }
+        #expect(version == .v1_0)
+        #expect(heartbeat == .init(send: 0, receive: 0))
+        var other = self.machine()
+        guard case .connected(_, let v11, _) = other.receive(self.frame(.stomp, [("accept-version", "1.1")])) else {
+            Issue.record("expected CONNECTED")
+            return
+        }
+        #expect(v11 == .v1_1)
+    }
+
+    @Test("No common version gets an ERROR listing the supported versions.")
+    func noCommonVersion() {
+        var machine = self.machine()
+        let action = machine.receive(self.frame(.connect, [("accept-version", "2.0"), ("receipt", "r")]))
+        guard case .error(let message, let receiptID, let detail) = action else {
+            Issue.record("expected ERROR, got \(action)")
+            return
+        }
+        #expect(message.contains("1.0,1.1,1.2"))
+        #expect(receiptID == "r")
+        #expect(detail?.contains("1.2") == true)
+    }
+
+    @Test("A malformed heart-beat header is a protocol error.")
+    func badHeartbeat() {
+        var machine = self.machine()
+        let action = machine.receive(self.frame(.connect, [("accept-version", "1.2"), ("heart-beat", "x,1")]))
+        guard case .error = action else {
+            Issue.record("expected ERROR, got \(action)")
+            return
+        }
+    }
+
+    @Test("Any frame before CONNECT is an ERROR, and so is a second CONNECT.")
+    func ordering() {
+        var machine = self.machine()
+        guard case .error = machine.receive(self.frame(.send, [("destination", "/topic/a")])) else {
+            Issue.record("expected ERROR")
+            return
+        }
+        var twice = self.connected()
+        guard case .error = twice.receive(self.frame(.connect, [("accept-version", "1.2")])) else {
+            Issue.record("expected ERROR")
+            return
+        }
+    }
+
+    @Test("SUBSCRIBE needs destination and id (1.2), rejects duplicate ids, bad ack modes and too many subscriptions.")
+    func subscribe() {
+        var machine = self.connected()
+        #expect(machine.receive(self.frame(.subscribe, [("destination", "/topic/a"), ("id", "1"), ("receipt", "r")]))
+            == .subscribe(id: "1", destination: "/topic/a", ackMode: .auto, receipt: "r"))
+        #expect(machine.receive(self.frame(.subscribe, [("destination", "/topic/b.*"), ("id", "2"), ("ack", "client-individual")]))
+            == .subscribe(id: "2", destination: "/topic/b.*", ackMode: .clientIndividual, receipt: nil))
+        guard case .error(let message, _, _) = machine.receive(self.frame(.subscribe, [("destination", "/topic/c"), ("id", "3")])) else {
+            Issue.record("expected ERROR for the third subscription")
+            return
+        }
+        #expect(message.contains("limit 2"))
+
+        for headers in [[("id", "9")], [("destination", "/topic/a")], [("destination", "/topic/a"), ("id", "1")],
+                        [("destination", "/topic/a"), ("id", "9"), ("ack", "sometimes")], [("destination", "/nope/a"), ("id", "9")]] {
+            var fresh = self.connected()
+            _ = fresh.receive(self.frame(.subscribe, [("destination", "/topic/a"), ("id", "1")]))
+            guard case .error = fresh.receive(self.frame(.subscribe, headers)) else {
+                Issue.record("expected ERROR for \(headers)")
+                continue
+            }
+        }
+    }
+
+    @Test("STOMP 1.0 subscriptions may omit id; the destination names them.")
+    func subscribe10() {
+        var machine = self.connected("1.0")
+        #expect(machine.receive(self.frame(.subscribe, [("destination", "/topic/a")]))
+            == .subscribe(id: "/topic/a", destination: "/topic/a", ackMode: .auto, receipt: nil))
+        #expect(machine.receive(self.frame(.unsubscribe, [("destination", "/topic/a")])) == .unsubscribe(id: "/topic/a", receipt: nil))
+    }
+
+    @Test("UNSUBSCRIBE of an unknown id is an ERROR.")
+    func unsubscribeUnknown() {
+        var machine = self.connected()
+        guard case .error(let message, let receiptID, _) = machine.receive(self.frame(.unsubscribe, [("id", "x"), ("receipt", "7")])) else {
+            Issue.record("expected ERROR")
+            return
+        }
+        #expect(message.contains("'x'"))
+        #expect(receiptID == "7")
+    }
+
+    @Test("SEND publishes to topics and refuses wildcards, unknown and unsupported destinations.")
+    func send() {
+        var machine = self.connected()
+        let action = machine.receive(STOMPFrame(.send, headers: ["destination": "/topic/a.b"], body: ByteBuffer(string: "x")))
+        guard case .publish(let publishes, nil) = action else {
+            Issue.record("expected publish, got \(action)")
+            return
+        }
+        #expect(publishes.map(\.destination) == ["/topic/a.b"])
+        for destination in ["/topic/a.*", "/queue/q", "/elsewhere", "/topic/"] {
+            var fresh = self.connected()
+            guard case .error(let message, _, _) = fresh.receive(self.frame(.send, [("destination", destination)])) else {
+                Issue.record("expected ERROR for \(destination)")
+                continue
+            }
+            #expect(!message.isEmpty)
+        }
+    }
+
+    @Test("Transactions hold SENDs until COMMIT, drop them on ABORT, and unknown transactions are errors.")
+    func transactions() {
+        var machine = self.connected()
+        #expect(machine.receive(self.frame(.begin, [("transaction", "t"), ("receipt", "b")])) == .receipt("b"))
+        #expect(machine.receive(self.frame(.send, [("destination", "/topic/a"), ("transaction", "t")])) == .receipt(nil))
+        #expect(machine.receive(self.frame(.send, [("destination", "/topic/b"), ("transaction", "t")])) == .receipt(nil))
+        guard case .publish(let publishes, let receipt) = machine.receive(self.frame(.commit, [("transaction", "t"), ("receipt", "c")])) else {
+            Issue.record("expected publish on COMMIT")
+            return
+        }
+        #expect(publishes.map(\.destination) == ["/topic/a", "/topic/b"])
+        #expect(receipt == "c")
+        #expect(machine.receive(self.frame(.begin, [("transaction", "u")])) == .receipt(nil))
+        #expect(machine.receive(self.frame(.abort, [("transaction", "u")])) == .receipt(nil))
+        guard case .error = machine.receive(self.frame(.commit, [("transaction", "u")])) else {
+            Issue.record("expected ERROR committing an aborted transaction")
+            return
+        }
+    }
+
+    @Test("ACK needs id in 1.2 and message-id plus subscription in 1.1.")
+    func ack() {
+        var v12 = self.connected()
+        #expect(v12.receive(self.frame(.ack, [("id", "m1"), ("receipt", "a")])) == .receipt("a"))
+        guard case .error = v12.receive(self.frame(.nack, [("message-id", "m1")])) else {
+            Issue.record("expected ERROR for a 1.2 NACK without id")
+            return
+        }
+        var v11 = self.connected("1.1")
+        #expect(v11.receive(self.frame(.ack, [("message-id", "m1"), ("subscription", "s")])) == .receipt(nil))
+    }
+
+    @Test("DISCONNECT answers its receipt and closes; server frames from a client are errors.")
+    func disconnect() {
+        var machine = self.connected()
+        #expect(machine.receive(self.frame(.disconnect, [("receipt", "bye")])) == .disconnect(receipt: "bye"))
+        var other = self.connected()
+        guard case .error = other.receive(self.frame(.message, [("destination", "/topic/a")])) else {
+            Issue.record("expected ERROR")
+            return
+        }
+    }
+}

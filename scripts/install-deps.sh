@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what building and testing Starling needs on a fresh Debian machine of this kind:
+# zlib and OpenSSL headers (system-library targets) and, with --test, the Python clients of the end-to-end tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+for package in zlib1g-dev libssl-dev pkg-config; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing ${missing[*]}"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+
+if [ "${1:-}" = "--test" ]; then
+    python3 -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+fi

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Sets up and runs every test: the Swift suites (unit + in-process end-to-end) and the end-to-end suite in
+# tests/e2e, where third-party clients (stomp.py over TCP and WebSocket, websockets with permessage-deflate)
+# talk to a real server process.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh --test
+
+swift build --build-tests
+swift test --skip-build
+
+STARLING_BIN="$PWD/.build/debug/starling" python3 -m pytest -q -p no:cacheprovider tests/e2e
