@@ -18,18 +18,18 @@ public final class Broker: Sendable {
         preconditionFailure("event loop \(eventLoop) is not one of the broker's loops")
     }
 
-    /// Tells every session on every loop that the server is shutting down.
-    public func shutdownSessions() {
+    /// Tells every registered connection on every loop that the server is shutting down.
+    public func shutdownConnections() {
         for loop in self.loops {
-            loop.eventLoop.execute { loop.shutdownSessions() }
+            loop.eventLoop.execute { loop.shutdownConnections() }
         }
     }
 
-    /// Sessions on all loops (hops to each loop).
-    public func sessionCount() async throws -> Int {
+    /// Registered connections on all loops (hops to each loop).
+    public func connectionCount() async throws -> Int {
         var total = 0
         for loop in self.loops {
-            total += try await loop.eventLoop.submit { loop.sessionCount }.get()
+            total += try await loop.eventLoop.submit { loop.connectionCount }.get()
         }
         return total
     }

@@ -20,7 +20,7 @@ public final class LoopBroker: @unchecked Sendable {
     private var outboxScheduled = false
     private var flushScheduled = false
     private var dirty: [MessageSink] = []
-    private var sessions: [ObjectIdentifier: MessageSink] = [:]
+    private var connections: [ObjectIdentifier: any ServerConnection] = [:]
     private var scratch: [TopicSubscription] = []
 
     /// Caches are dropped when they grow past this many destinations (bounded memory under many topics).
@@ -32,21 +32,22 @@ public final class LoopBroker: @unchecked Sendable {
         self.outbox = Array(repeating: [], count: loopCount)
     }
 
-    // MARK: sessions
+    // MARK: connections
 
-    public func register(_ session: MessageSink) {
+    /// Tracks a connection on this loop until `unregister`, so shutdown can reach it.
+    public func register(_ connection: any ServerConnection) {
         self.eventLoop.preconditionInEventLoop()
-        self.sessions[ObjectIdentifier(session)] = session
+        self.connections[ObjectIdentifier(connection)] = connection
     }
 
-    public func unregister(_ session: MessageSink) {
-        self.sessions[ObjectIdentifier(session)] = nil
+    public func unregister(_ connection: any ServerConnection) {
+        self.connections[ObjectIdentifier(connection)] = nil
     }
 
-    public var sessionCount: Int { self.sessions.count }
+    public var connectionCount: Int { self.connections.count }
 
-    func shutdownSessions() {
-        for session in Array(self.sessions.values) { session.serverIsShuttingDown() }
+    func shutdownConnections() {
+        for connection in Array(self.connections.values) { connection.serverIsShuttingDown() }
     }
 
     // MARK: subscriptions

@@ -8,16 +8,20 @@ public enum AckMode: String, Sendable, Hashable {
     case clientIndividual = "client-individual"
 }
 
+/// A client connection the server must close when it shuts down. Lives on one event loop.
+public protocol ServerConnection: AnyObject {
+    /// The server is shutting down: tell the client and close.
+    func serverIsShuttingDown()
+}
+
 /// Where deliveries go: the broker's view of one connection. Lives on one event loop and is touched only there.
-public protocol MessageSink: AnyObject {
+public protocol MessageSink: ServerConnection {
     /// Set by the loop broker while the sink has unflushed deliveries.
     var needsFlush: Bool { get set }
     /// Writes one MESSAGE for `subscription` without flushing.
     func deliver(_ message: BrokerMessage, to subscription: TopicSubscription)
     /// Flushes what `deliver` wrote; called once per loop tick for each sink that received something.
     func flushDeliveries()
-    /// The server is shutting down: tell the client and close.
-    func serverIsShuttingDown()
 }
 
 /// One SUBSCRIBE to a `/topic/` pattern, owned by a session and indexed by its loop's broker.

@@ -38,6 +38,9 @@ import NIOCore
 /// - A raw CR inside a header line (not just before its LF) is kept as data; the grammar forbids it.
 /// - Whitespace around names and values is never trimmed, in any version (1.0 left it unspecified).
 /// - Bodies are accepted on every command; which commands may carry one is the session's concern.
+/// - An unknown command or a bad header line (bad escape, no ':', not UTF-8) is reported when the header block
+///   ends, not at once, so that `failedFrameReceipt` can name the frame's receipt; a limit hit meanwhile still
+///   reports the first problem.
 /// - Stricter: command and header bytes must be valid UTF-8 (`.invalidUTF8`) and the limits in
 ///   `STOMPParserLimits` apply. A `content-length` too large for `Int` is reported as `.bodyTooLarge`.
 ///
@@ -69,6 +72,12 @@ public struct STOMPFrameParser: Sendable {
     /// Validated `content-length` once the headers are complete.
     private var bodyLength: Int?
     private var failure: STOMPParseError?
+    /// An error found in the command or a header line, thrown once the header block ends, so the error can name
+    /// the frame's `receipt` (STOMP 1.2 "ERROR": `receipt-id` when the bad frame had a receipt).
+    private var deferredFailure: STOMPParseError?
+
+    /// The `receipt` header of the frame that made the parser fail, when it was read before the failure.
+    public private(set) var failedFrameReceipt: String?
 
     public init(limits: STOMPParserLimits = .init(), version: STOMPVersion = .v1_2) {
         self.limits = limits
@@ -87,10 +96,13 @@ public struct STOMPFrameParser: Sendable {
         do {
             return try self.parse(&buffer)
         } catch {
-            self.failure = error
+            // The first problem found is the one reported (a later limit may be a consequence of it).
+            let reported = self.deferredFailure ?? error
+            self.failure = reported
+            self.failedFrameReceipt = self.headers["receipt"]
             self.pending = nil
             self.headers = STOMPHeaders()
-            throw error
+            throw reported
         }
     }
 
@@ -107,7 +119,7 @@ public struct STOMPFrameParser: Sendable {
                         return .heartBeat
                     }
                     guard let command = STOMPCommand.match(line) else {
-                        throw .unknownCommand(STOMPParseError.printable(line))
+                        return .unknown(STOMPParseError.printable(line))
                     }
                     return .command(command)
                 }
@@ -118,6 +130,10 @@ public struct STOMPFrameParser: Sendable {
                     continue
                 case .command(let command):
                     self.startFrame(command)
+                case .unknown(let printable):
+                    // Read the headers anyway, for the receipt; the frame is refused when they end.
+                    self.deferredFailure = .unknownCommand(printable)
+                    self.startFrame(.send)
                 }
 
             case .headers:
@@ -135,13 +151,22 @@ public struct STOMPFrameParser: Sendable {
                     if isFull {
                         throw .tooManyHeaders(limit: maxHeaderCount)
                     }
-                    let header = try Self.decodeHeader(line, escaping: escaping)
-                    return .header(name: header.name, value: header.value)
+                    do throws(STOMPParseError) {
+                        let header = try Self.decodeHeader(line, escaping: escaping)
+                        return .header(name: header.name, value: header.value)
+                    } catch {
+                        return .invalid(error)
+                    }
                 }
                 switch line {
                 case nil:
                     return nil
+                case .invalid(let error):
+                    if self.deferredFailure == nil { self.deferredFailure = error }
                 case .end:
+                    if let failure = self.deferredFailure {
+                        throw failure
+                    }
                     if let value = self.contentLengthValue {
                         self.bodyLength = try Self.parseContentLength(value, maxBodySize: self.limits.maxBodySize)
                     }
@@ -301,10 +326,12 @@ extension STOMPFrameParser {
     private enum CommandLine {
         case heartBeat
         case command(STOMPCommand)
+        case unknown(String)
     }
 
     private enum HeaderLine {
         case end
         case header(name: String, value: String)
+        case invalid(STOMPParseError)
     }
 }

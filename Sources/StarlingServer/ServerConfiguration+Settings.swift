@@ -21,12 +21,14 @@ extension ServerConfiguration {
         ("web-root", "directory served at / (default: ./web-client or the one next to the binary)"),
         ("event-loops", "event loop threads (default: one per core)"),
         ("max-body-size", "largest STOMP frame body in bytes (default 1048576)"),
+        ("max-message-size", "largest WebSocket message in bytes, after inflation (default max-body-size + 131072)"),
         ("max-header-count", "most headers in one frame (default 64)"),
         ("max-header-length", "longest header line in bytes (default 8192)"),
         ("max-subscriptions", "subscriptions per connection (default 1024)"),
         ("max-pending-bytes", "outbound bytes queued for a client before it is disconnected as slow (default 4194304)"),
         ("heartbeat-send-ms", "fastest server heart-beat in ms (default 10000; 0 = never)"),
         ("heartbeat-receive-ms", "fastest client heart-beat the server asks for, in ms (default 10000; 0 = none)"),
+        ("connect-timeout-ms", "close connections that send no CONNECT within this time (default 10000)"),
         ("deflate", "permessage-deflate on|off (default on)"),
         ("deflate-window-bits", "server compressor window, 9...15 (default 15)"),
         ("deflate-memory-level", "zlib memLevel 1...9 (default 8)"),
@@ -57,12 +59,14 @@ extension ServerConfiguration {
         case "web-root": self.webRoot = value
         case "event-loops": self.eventLoopCount = try integer(1...64)
         case "max-body-size": self.limits.maxBodySize = try integer(0...(256 << 20))
+        case "max-message-size": self.webSocket.maxMessageSize = try integer(1024...(512 << 20))
         case "max-header-count": self.limits.maxHeaderCount = try integer(1...10_000)
         case "max-header-length": self.limits.maxHeaderLineLength = try integer(16...(1 << 20))
         case "max-subscriptions": self.limits.maxSubscriptionsPerConnection = try integer(1...1_000_000)
         case "max-pending-bytes": self.limits.maxPendingBytes = try integer(1024...(1 << 30))
         case "heartbeat-send-ms": self.heartbeat.sendMilliseconds = try integer(0...3_600_000)
         case "heartbeat-receive-ms": self.heartbeat.receiveMilliseconds = try integer(0...3_600_000)
+        case "connect-timeout-ms": self.heartbeat.connectTimeoutMilliseconds = try integer(100...3_600_000)
         case "deflate":
             switch value.lowercased() {
             case "on", "true", "yes": self.webSocket.deflate = true

@@ -42,11 +42,13 @@ public struct ServerConfiguration: Sendable {
         public var receiveMilliseconds = 10_000
         /// A client that sent nothing for `grace x` its negotiated interval is disconnected.
         public var graceFactor = 1.5
+        /// A connection that sends no CONNECT within this many ms is closed.
+        public var connectTimeoutMilliseconds = 10_000
         public init() {}
     }
 
     public struct WebSocketSettings: Sendable {
-        /// Largest WebSocket message (after inflation); a bit above the STOMP body limit for the frame's headers.
+        /// Largest WebSocket message (after inflation); nil = the STOMP body limit plus 128 KiB for the frame's headers.
         public var maxMessageSize: Int?
         public var deflate = true
         public var deflateWindowBits = 15
@@ -68,8 +70,7 @@ public struct ServerConfiguration: Sendable {
 
     var webSocketConfiguration: WebSocketConfiguration {
         var configuration = WebSocketConfiguration()
-        let messageLimit = self.webSocket.maxMessageSize
-            ?? (self.limits.maxBodySize + self.limits.maxHeaderCount * self.limits.maxHeaderLineLength / 4 + 1024)
+        let messageLimit = self.webSocket.maxMessageSize ?? (self.limits.maxBodySize + 128 * 1024)
         configuration.maxMessageSize = messageLimit
         configuration.maxFrameSize = messageLimit
         configuration.subprotocols = ["v12.stomp", "v11.stomp", "v10.stomp"]

@@ -75,10 +75,10 @@ public final class StarlingServer: Service, Sendable {
         self.draining.store(true, ordering: .relaxed)
         let listeners = self.listeners.withLockedValue { $0 }
         for listener in listeners { try? await listener.close() }
-        self.broker.shutdownSessions()
+        self.broker.shutdownConnections()
         let deadline = NIODeadline.now() + self.configuration.shutdownTimeout
         while NIODeadline.now() < deadline {
-            let remaining = (try? await self.broker.sessionCount()) ?? 0
+            let remaining = (try? await self.broker.connectionCount()) ?? 0
             if remaining == 0 { break }
             try? await Task.sleep(for: .milliseconds(50))
         }
@@ -124,8 +124,9 @@ public final class StarlingServer: Service, Sendable {
     ) -> EventLoopFuture<Void> {
         context.eventLoop.makeCompletedFuture {
             if isEcho {
-                let echo = WebSocketEchoDelegate()
+                let echo = WebSocketEchoDelegate(loop: self.broker.loop(for: context.eventLoop))
                 let handler = WebSocketConnectionHandler(configuration: configuration, deflate: upgrade.deflate, delegate: echo)
+                echo.start(handler)
                 try context.pipeline.syncOperations.addHandler(handler)
                 return
             }
@@ -179,6 +180,7 @@ public final class StarlingServer: Service, Sendable {
         ]
         var settings = STOMPConnection.Settings(parserLimits: self.configuration.parserLimits, session: session)
         settings.heartbeatGraceFactor = self.configuration.heartbeat.graceFactor
+        settings.connectTimeout = .milliseconds(Int64(self.configuration.heartbeat.connectTimeoutMilliseconds))
         var logger = self.logger
         logger[metadataKey: "session"] = "\(session.sessionID)"
         logger[metadataKey: "transport"] = "\(kind)"

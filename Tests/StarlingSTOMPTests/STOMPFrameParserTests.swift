@@ -162,6 +162,28 @@ struct STOMPFrameParserTests {
         #expect(throws: STOMPParseError.invalidUTF8) { try parser.next(&buffer) }
     }
 
+    @Test("A frame refused for its command, a header or its content-length still names its receipt")
+    func failedFrameReceipt() {
+        let cases: [(String, STOMPParseError)] = [
+            ("FROBNICATE\nreceipt:r1\n\n\0", .unknownCommand("FROBNICATE")),
+            ("SEND\nbad:\\t\nreceipt:r1\n\n\0", .invalidEscape("\\t")),
+            ("SEND\ncontent-length:abc\nreceipt:r1\n\nx\0", .invalidContentLength("abc")),
+            ("SEND\nnocolon\nreceipt:r1\n\n\0", .malformedHeader("nocolon")),
+        ]
+        for (input, expected) in cases {
+            for feeding in [Feeding.whole, .byteByByte] {
+                var parser = STOMPFrameParser()
+                #expect(throws: expected) { _ = try parseFrames(feeding.chunks(of: Array(input.utf8)), parser: &parser) }
+                #expect(parser.failedFrameReceipt == "r1", "\(input)")
+            }
+        }
+        var parser = STOMPFrameParser(limits: .init(maxHeaderCount: 1))
+        #expect(throws: STOMPParseError.unknownCommand("NOPE")) {
+            _ = try parseFrames([Array("NOPE\nreceipt:r2\na:b\n\n\0".utf8)], parser: &parser)
+        }
+        #expect(parser.failedFrameReceipt == "r2")
+    }
+
     @Test("After an error the parser keeps throwing the same error, even for valid input")
     func poisonedAfterError() {
         var parser = STOMPFrameParser()

@@ -114,7 +114,7 @@ struct STOMPParserLimitsTests {
         #expect(STOMPParseError.bodyTooLarge(limit: 1_048_576).description == "Body larger than 1048576 bytes")
         #expect(STOMPParseError.unknownCommand("GET").description == "Unknown command 'GET'")
         let long = String(repeating: "X", count: 100)
-        #expect(parseError(long + "\n", limits: .init(maxCommandLength: 200)) == .unknownCommand(String(repeating: "X", count: 32) + "..."))
+        #expect(parseError(long + "\n\n", limits: .init(maxCommandLength: 200)) == .unknownCommand(String(repeating: "X", count: 32) + "..."))
         let errors: [STOMPParseError] = [
             .unknownCommand("a"), .commandTooLong(limit: 1), .tooManyHeaders(limit: 1), .headerLineTooLong(limit: 1),
             .bodyTooLarge(limit: 1), .malformedHeader("a"), .invalidEscape("\\t"), .invalidContentLength("x"),

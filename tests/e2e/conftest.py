@@ -42,6 +42,14 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def fast_heartbeat_server(tmp_path_factory):
+    """A Starling server whose heart-beat floor is 200 ms both ways, so heart-beat tests take seconds, not minutes."""
+    srv = _start(tmp_path_factory, "starling-hb", ["--heartbeat-send-ms", "200", "--heartbeat-receive-ms", "200"])
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
 def echo_server(tmp_path_factory):
     """A Starling server started with ``--echo-path /echo``."""
     srv = _start(tmp_path_factory, "starling-echo", ["--echo-path", "/echo"])

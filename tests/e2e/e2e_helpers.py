@@ -679,19 +679,26 @@ class RawWs:
         del self.buf[: off + n]
         return b0 & 0x0F, payload
 
-    def recv_close(self, timeout: float = 5.0):
+    def recv_close(self, timeout: float = 5.0, fail_on_data: bool = False):
         """Read frames until a close frame; return its status code (None if the close frame had no
-        code). Raises AssertionError if the TCP connection closed without a close frame."""
+        code). Raises AssertionError if the TCP connection closed without a close frame, or (with
+        ``fail_on_data``) as soon as a data frame arrives instead."""
         deadline = time.monotonic() + timeout
         seen = []
         while True:
-            fr = self.recv_frame(max(0.001, deadline - time.monotonic()))
+            try:
+                fr = self.recv_frame(max(0.001, deadline - time.monotonic()))
+            except TimeoutError:
+                raise AssertionError(f"no WebSocket close frame within {timeout}s; frames received instead: "
+                                     f"{seen}") from None
             if fr is None:
                 raise AssertionError(f"TCP connection closed without a WebSocket close frame; frames: {seen}")
             op, payload = fr
             if op == 0x8:
                 return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
             seen.append((op, payload[:80]))
+            if fail_on_data and op in (0x0, 0x1, 0x2):
+                raise AssertionError(f"expected a WebSocket close frame, got data frame(s) instead: {seen}")
 
     def close(self) -> None:
         try:

@@ -15,7 +15,7 @@ from websockets.sync.client import connect as ws_connect
 from e2e_helpers import RawWs, http_request, uid, ws_frame, ws_handshake_request
 
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-MAX_MESSAGE = 1024 * 1024
+MAX_MESSAGE = 1024 * 1024 + 128 * 1024  # default max-message-size: max-body-size + 128 KiB
 
 
 # ----------------------------------------------------------------------------------- permessage-deflate
@@ -185,28 +185,68 @@ def _send_in_background(ws: RawWs, data_parts):
     return t
 
 
+def _oversized_send_frame(size: int = MAX_MESSAGE + 1) -> bytes:
+    """A valid STOMP SEND frame of exactly ``size`` bytes with a 5-byte body padded by trailing EOLs (allowed
+    after a frame), so that only the WebSocket message limit is exceeded, never a STOMP parse rule or body limit."""
+    head = f"SEND\ndestination:/topic/{uid()}\nreceipt:too-big\ncontent-length:5\n\nhello\x00".encode()
+    frame = head + b"\n" * (size - len(head))
+    assert len(frame) == size
+    return frame
+
+
 def test_too_big_message_closes_with_1009(server):
-    """A single text frame of 1 MiB + 1 byte exceeds the default message limit: close 1009."""
+    """A single text frame one byte over the default max-message-size (a valid STOMP SEND) gets close 1009."""
     ws = _connected_raw_ws(server)
     try:
-        t = _send_in_background(ws, [ws_frame(0x1, b"x" * (MAX_MESSAGE + 1))])
-        assert ws.recv_close(10) == 1009
+        t = _send_in_background(ws, [ws_frame(0x1, _oversized_send_frame())])
+        code = ws.recv_close(10, fail_on_data=True)
+        assert code == 1009, f"expected close code 1009, got {code}"
         t.join(5)
     finally:
         ws.close()
 
 
 def test_too_big_fragmented_message_closes_with_1009(server):
-    """Three 512 KiB fragments of one message (1.5 MiB in total, each frame under the limit): close 1009."""
+    """A message one byte over the default max-message-size, sent as three fragments, gets close 1009."""
     ws = _connected_raw_ws(server)
+    frame = _oversized_send_frame()
     half = MAX_MESSAGE // 2
     try:
         t = _send_in_background(ws, [
-            ws_frame(0x1, b"a" * half, fin=False),
-            ws_frame(0x0, b"b" * half, fin=False),
-            ws_frame(0x0, b"c" * half, fin=True),
+            ws_frame(0x1, frame[:half], fin=False),
+            ws_frame(0x0, frame[half:2 * half], fin=False),
+            ws_frame(0x0, frame[2 * half:], fin=True),
         ])
-        assert ws.recv_close(10) == 1009
+        code = ws.recv_close(10, fail_on_data=True)
+        assert code == 1009, f"expected close code 1009, got {code}"
+        t.join(5)
+    finally:
+        ws.close()
+
+
+def test_far_too_big_message_closes_with_1009(server):
+    """A 2 MiB message (valid STOMP, one frame) gets close 1009."""
+    ws = _connected_raw_ws(server)
+    try:
+        t = _send_in_background(ws, [ws_frame(0x1, _oversized_send_frame(2 * MAX_MESSAGE))])
+        code = ws.recv_close(10, fail_on_data=True)
+        assert code == 1009, f"expected close code 1009, got {code}"
+        t.join(5)
+    finally:
+        ws.close()
+
+
+def test_far_too_big_fragmented_message_closes_with_1009(server):
+    """A 2 MiB message (valid STOMP) in four 512 KiB fragments gets close 1009."""
+    ws = _connected_raw_ws(server)
+    frame = _oversized_send_frame(2 * MAX_MESSAGE)
+    q = MAX_MESSAGE // 2
+    parts = [frame[i:i + q] for i in range(0, len(frame), q)]
+    try:
+        t = _send_in_background(ws, [ws_frame(0x1 if i == 0 else 0x0, p, fin=i == len(parts) - 1)
+                                     for i, p in enumerate(parts)])
+        code = ws.recv_close(10, fail_on_data=True)
+        assert code == 1009, f"expected close code 1009, got {code}"
         t.join(5)
     finally:
         ws.close()

@@ -12,6 +12,8 @@ final class STOMPConnection: MessageSink {
         var session: SessionStateMachine.Configuration
         /// Extra silence allowed past the negotiated client heart-beat interval, as a multiple of it.
         var heartbeatGraceFactor = 1.5
+        /// A connection that has not sent CONNECT within this time is closed.
+        var connectTimeout = TimeAmount.seconds(10)
         var allocator = ByteBufferAllocator()
     }
 
@@ -25,12 +27,18 @@ final class STOMPConnection: MessageSink {
     private var version = STOMPVersion.v1_2
     private var messageCounter: UInt64 = 0
     private var closed = false
+    /// False once DISCONNECT or an error ended the session: later inbound frames are ignored.
+    private var acceptingFrames = true
 
-    // Heart-beat bookkeeping: flags set on I/O and checked by timers, so the hot path never reads a clock.
+    // Heart-beat bookkeeping. Outbound: a flag set on every write and checked by the timer, so the delivery path
+    // never reads a clock. Inbound: the time of the last read (one clock read per socket read, only when the
+    // client heart-beats), so a silent client is closed right when its allowance runs out.
     private var wroteSinceTick = false
-    private var readSinceCheck = true
+    private var receiveTimeout: TimeAmount?
+    private var lastRead = NIODeadline.uptimeNanoseconds(0)
     private var sendTimer: Scheduled<Void>?
     private var receiveTimer: Scheduled<Void>?
+    private var connectTimer: Scheduled<Void>?
 
     var needsFlush = false
     var sessionID: String { self.settings.session.sessionID }
@@ -43,19 +51,24 @@ final class STOMPConnection: MessageSink {
         self.machine = SessionStateMachine(configuration: settings.session)
         self.logger = logger
         loop.register(self)
+        self.connectTimer = loop.eventLoop.assumeIsolated().scheduleTask(in: settings.connectTimeout) { [weak self] in
+            guard let self, !self.closed else { return }
+            self.logger.info("no CONNECT in time", metadata: ["session": "\(self.sessionID)"])
+            self.perform(.error(message: "no CONNECT frame within \(settings.connectTimeout.nanoseconds / 1_000_000) ms", receiptID: nil, detail: nil))
+        }
     }
 
     // MARK: inbound
 
     /// Bytes from the transport (a TCP read, or one WebSocket message's payload).
     func received(_ buffer: inout ByteBuffer) {
-        self.readSinceCheck = true
-        while !self.closed {
+        if self.receiveTimeout != nil { self.lastRead = .now() }
+        while self.acceptingFrames && !self.closed {
             let frame: STOMPFrame?
             do {
                 frame = try self.parser.next(&buffer)
             } catch {
-                self.perform(self.machine.parseFailed(error))
+                self.perform(self.machine.parseFailed(error, receipt: self.parser.failedFrameReceipt))
                 return
             }
             guard let frame else { return }
@@ -66,6 +79,8 @@ final class STOMPConnection: MessageSink {
     private func perform(_ action: SessionStateMachine.Action) {
         switch action {
         case .connected(let frame, let version, let heartbeat):
+            self.connectTimer?.cancel()
+            self.connectTimer = nil
             self.version = version
             self.parser.version = version
             self.writeFrame(frame)
@@ -90,8 +105,19 @@ final class STOMPConnection: MessageSink {
         case .receipt(let receipt):
             self.sendReceipt(receipt)
         case .disconnect(let receipt):
+            self.acceptingFrames = false
             self.sendReceipt(receipt)
-            self.close(.normal)
+            // Close after this tick's queued deliveries went out (a SEND just before DISCONNECT to one of our own
+            // subscriptions still arrives).
+            self.loop.eventLoop.assumeIsolated().execute { self.close(.normal) }
+        case .unsupportedVersion(let supported, let receiptID):
+            var headers: STOMPHeaders = [:]
+            headers.add("version", supported)
+            headers.add("message", "no supported protocol version in accept-version (supported: \(supported))")
+            if let receiptID { headers.add("receipt-id", receiptID) }
+            headers.add("content-type", "text/plain")
+            self.writeFrame(STOMPFrame(.error, headers: headers, body: ByteBuffer(string: "Supported protocol versions are \(supported)")))
+            self.close(.protocolError)
         case .error(let message, let receiptID, let detail):
             var headers: STOMPHeaders = [:]
             headers.add("message", message)
@@ -140,7 +166,7 @@ final class STOMPConnection: MessageSink {
     // MARK: MessageSink
 
     func deliver(_ message: BrokerMessage, to subscription: TopicSubscription) {
-        guard let transport = self.transport else { return }
+        guard !self.closed, let transport = self.transport else { return }
         if subscription.ackMode == .auto {
             transport.write(head: subscription.head, body: message.shared(for: self.version), isText: message.isUTF8)
         } else {
@@ -182,6 +208,7 @@ final class STOMPConnection: MessageSink {
     private func close(_ reason: TransportCloseReason) {
         guard !self.closed else { return }
         self.closed = true
+        self.acceptingFrames = false
         self.transport?.close(reason)
     }
 
@@ -190,6 +217,8 @@ final class STOMPConnection: MessageSink {
         self.closed = true
         self.sendTimer?.cancel()
         self.receiveTimer?.cancel()
+        self.connectTimer?.cancel()
+        self.connectTimer = nil
         self.sendTimer = nil
         self.receiveTimer = nil
         for subscription in self.subscriptions.values { self.loop.unsubscribe(subscription) }
@@ -206,8 +235,10 @@ final class STOMPConnection: MessageSink {
             self.scheduleHeartbeatTick(.milliseconds(Int64(max(heartbeat.send / 2, 1))))
         }
         if heartbeat.receive > 0 {
-            self.readSinceCheck = true
-            self.scheduleLivenessCheck(.milliseconds(Int64(Double(heartbeat.receive) * self.settings.heartbeatGraceFactor)))
+            let timeout = TimeAmount.milliseconds(Int64(Double(heartbeat.receive) * self.settings.heartbeatGraceFactor))
+            self.receiveTimeout = timeout
+            self.lastRead = .now()
+            self.scheduleLivenessCheck(at: self.lastRead + timeout)
         }
     }
 
@@ -219,11 +250,16 @@ final class STOMPConnection: MessageSink {
         }
     }
 
-    private func scheduleLivenessCheck(_ period: TimeAmount) {
-        self.receiveTimer = self.loop.eventLoop.assumeIsolated().scheduleTask(in: period) { [weak self] in
-            guard let self, !self.closed else { return }
-            self.livenessCheck()
-            if !self.closed { self.scheduleLivenessCheck(period) }
+    private func scheduleLivenessCheck(at deadline: NIODeadline) {
+        self.receiveTimer = self.loop.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in
+            guard let self, !self.closed, let timeout = self.receiveTimeout else { return }
+            let due = self.lastRead + timeout
+            if due <= .now() {
+                self.logger.info("heart-beat timeout", metadata: ["session": "\(self.sessionID)"])
+                self.close(.heartbeatTimeout)
+            } else {
+                self.scheduleLivenessCheck(at: due)
+            }
         }
     }
 
@@ -234,15 +270,5 @@ final class STOMPConnection: MessageSink {
             self.scheduleFlush()
         }
         self.wroteSinceTick = false
-    }
-
-    private func livenessCheck() {
-        guard !self.closed else { return }
-        if !self.readSinceCheck {
-            self.logger.info("heart-beat timeout", metadata: ["session": "\(self.sessionID)"])
-            self.close(.heartbeatTimeout)
-            return
-        }
-        self.readSinceCheck = false
     }
 }

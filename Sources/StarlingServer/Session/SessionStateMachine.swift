@@ -51,6 +51,8 @@ struct SessionStateMachine {
         case disconnect(receipt: String?)
         /// Send ERROR (with `receipt-id` when the frame had `receipt`), then close.
         case error(message: String, receiptID: String?, detail: String?)
+        /// No common protocol version: ERROR with `version` listing ours (STOMP 1.2 "Protocol Negotiation"), then close.
+        case unsupportedVersion(supported: String, receiptID: String?)
     }
 
     private enum State {
@@ -89,9 +91,9 @@ struct SessionStateMachine {
     }
 
     /// Turns a codec error into the ERROR action (one mapping for every parse failure, STYLE.md rule 8).
-    mutating func parseFailed(_ error: any Error) -> Action {
+    mutating func parseFailed(_ error: any Error, receipt: String?) -> Action {
         let message = (error as? STOMPParseError)?.description ?? "malformed frame"
-        return self.fail(message, receipt: nil)
+        return self.fail(message, receipt: receipt)
     }
 
     private mutating func fail(_ message: String, receipt: String?, detail: String? = nil) -> Action {
@@ -108,11 +110,7 @@ struct SessionStateMachine {
         guard let version = common.max() else {
             self.state = .closed
             let supported = self.configuration.supportedVersions.map(\.rawValue).joined(separator: ",")
-            return .error(
-                message: "no supported protocol version in accept-version (supported: \(supported))",
-                receiptID: frame.headers["receipt"],
-                detail: "Supported protocol versions are \(supported)"
-            )
+            return .unsupportedVersion(supported: supported, receiptID: frame.headers["receipt"])
         }
         var negotiated = NegotiatedHeartbeat(send: 0, receive: 0)
         if version >= .v1_1, let value = frame.headers["heart-beat"] {

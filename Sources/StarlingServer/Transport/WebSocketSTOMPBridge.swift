@@ -63,11 +63,29 @@ final class WebSocketSTOMPBridge: WebSocketConnectionDelegate, STOMPTransport {
 }
 
 /// The `--echo-path` endpoint: sends every message back as it came, for WebSocket conformance suites.
-final class WebSocketEchoDelegate: WebSocketConnectionDelegate {
+final class WebSocketEchoDelegate: WebSocketConnectionDelegate, ServerConnection {
+    private let loop: LoopBroker
+    private weak var webSocket: WebSocketConnectionHandler?
+
+    init(loop: LoopBroker) {
+        self.loop = loop
+    }
+
+    func start(_ webSocket: WebSocketConnectionHandler) {
+        self.webSocket = webSocket
+        self.loop.register(self)
+    }
+
     func webSocketConnection(_ connection: WebSocketConnectionHandler, didReceiveMessage message: ByteBuffer, isText: Bool) {
         connection.sendMessage(prefix: nil, payload: message, isText: isText)
         connection.flush()
     }
 
-    func webSocketConnectionDidClose(_ connection: WebSocketConnectionHandler, code: WebSocketCloseCode?) {}
+    func webSocketConnectionDidClose(_ connection: WebSocketConnectionHandler, code: WebSocketCloseCode?) {
+        self.loop.unregister(self)
+    }
+
+    func serverIsShuttingDown() {
+        self.webSocket?.close(code: .goingAway, reason: "server shutting down")
+    }
 }
