@@ -6,6 +6,7 @@ import NIOHTTP1
 import NIOPosix
 import ServiceLifecycle
 import StarlingBroker
+import StarlingSTOMP
 import StarlingWebSocket
 
 /// The server: HTTP + WebSocket and plain TCP STOMP listeners over one event loop group and one broker.
@@ -132,7 +133,15 @@ public final class StarlingServer: Service, Sendable {
             }
             let bridge = WebSocketSTOMPBridge(channel: context.channel)
             let handler = WebSocketConnectionHandler(configuration: configuration, deflate: upgrade.deflate, delegate: bridge)
-            let connection = self.makeConnection(loop: self.broker.loop(for: context.eventLoop), transport: bridge, kind: "ws")
+            // A subprotocol names one STOMP version; the session may not negotiate a higher one.
+            let maxVersion: STOMPVersion? = switch upgrade.subprotocol {
+            case "v10.stomp": .v1_0
+            case "v11.stomp": .v1_1
+            default: nil
+            }
+            let connection = self.makeConnection(
+                loop: self.broker.loop(for: context.eventLoop), transport: bridge, kind: "ws", maxVersion: maxVersion
+            )
             bridge.start(webSocket: handler, connection: connection)
             try context.pipeline.syncOperations.addHandler(handler)
         }
@@ -162,9 +171,12 @@ public final class StarlingServer: Service, Sendable {
             .childChannelOption(.maxMessagesPerRead, value: 16)
     }
 
-    private func makeConnection(loop: LoopBroker, transport: any STOMPTransport, kind: String) -> STOMPConnection {
+    private func makeConnection(
+        loop: LoopBroker, transport: any STOMPTransport, kind: String, maxVersion: STOMPVersion? = nil
+    ) -> STOMPConnection {
         let number = self.sessionCounter.wrappingIncrementThenLoad(ordering: .relaxed)
         var session = SessionStateMachine.Configuration(sessionID: "\(self.nodeTag)-\(number)")
+        if let maxVersion { session.supportedVersions = session.supportedVersions.filter { $0 <= maxVersion } }
         session.heartbeat = .init(
             send: self.configuration.heartbeat.sendMilliseconds,
             receive: self.configuration.heartbeat.receiveMilliseconds

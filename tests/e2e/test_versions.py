@@ -122,3 +122,13 @@ def test_stomp_py_versions(stomp_client):
     assert c11.connected[0].headers.get("version") == "1.1"
     assert c12.connected[0].headers.get("version") == "1.2"
 
+
+
+@pytest.mark.parametrize("subprotocol,expected", [("v11.stomp", "1.1"), ("v10.stomp", "1.0"), ("v12.stomp", "1.2")])
+def test_ws_subprotocol_caps_the_version(raw_ws, subprotocol, expected):
+    """A client that negotiated a subprotocol gets at most that STOMP version, whatever accept-version offers."""
+    c = raw_ws(subprotocols=[subprotocol])
+    assert c.ws.subprotocol == subprotocol
+    f = c.connect("1.0,1.1,1.2")
+    assert f.command == "CONNECTED", f
+    assert f.headers.get("version") == expected

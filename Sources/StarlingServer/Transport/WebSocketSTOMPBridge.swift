@@ -51,7 +51,8 @@ final class WebSocketSTOMPBridge: WebSocketConnectionDelegate, STOMPTransport {
         guard let webSocket else { return }
         switch reason {
         case .normal: webSocket.close(code: .normalClosure, reason: "")
-        case .protocolError: webSocket.close(code: .protocolError, reason: "STOMP protocol error")
+        // The WebSocket framing was fine: a STOMP-level error is a policy violation (1008), not 1002.
+        case .protocolError: webSocket.close(code: .policyViolation, reason: "STOMP protocol error")
         case .goingAway: webSocket.close(code: .goingAway, reason: "server shutting down")
         case .slowConsumer: webSocket.close(code: .policyViolation, reason: "slow consumer")
         case .heartbeatTimeout: webSocket.close(code: .policyViolation, reason: "heart-beat timeout")
