@@ -88,6 +88,10 @@ extension ServerConfiguration {
     ) throws(SettingError) -> (ServerConfiguration, Logger.Level) {
         var configuration = ServerConfiguration()
         var logLevel = Logger.Level.info
+        let known = Set(self.settings.map(\.name))
+        if let unknown = flags.keys.sorted().first(where: { !known.contains($0) }) {
+            throw SettingError("unknown setting '\(unknown)'")
+        }
         var values: [String: String] = [:]
         if let configFile {
             let text: String

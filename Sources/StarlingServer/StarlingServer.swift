@@ -108,9 +108,14 @@ public final class StarlingServer: Service, Sendable {
                     ) { context, upgrade, isEcho in
                         self.attachWebSocket(context: context, upgrade: upgrade, isEcho: isEcho, configuration: webSocket)
                     }
+                    // An HTTP connection that sends nothing for a while is closed; a WebSocket has heart-beats instead.
+                    try channel.pipeline.syncOperations.addHandler(
+                        IdleStateHandler(readTimeout: HTTPHandler.idleTimeout), name: HTTPHandler.idleHandlerName
+                    )
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(
                         withServerUpgrade: (upgraders: [upgrader], completionHandler: { context in
                             context.pipeline.syncOperations.removeHandler(name: HTTPHandler.name, promise: nil)
+                            context.pipeline.syncOperations.removeHandler(name: HTTPHandler.idleHandlerName, promise: nil)
                         }),
                         withErrorHandling: true
                     )
@@ -202,4 +207,7 @@ public final class StarlingServer: Service, Sendable {
 
 extension HTTPHandler {
     static let name = "starling-http"
+    static let idleHandlerName = "starling-http-idle"
+    /// How long an HTTP connection may stay silent (before a request, or between keep-alive requests).
+    static let idleTimeout = TimeAmount.seconds(30)
 }

@@ -40,6 +40,14 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read {
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
     private func respond(to request: HTTPRequestHead, context: ChannelHandlerContext) {
         let path = Self.path(of: request.uri)
         let isWebSocketPath = self.routes.webSocketPaths.contains(path) || (self.routes.echoPath != nil && path == self.routes.echoPath)

@@ -179,7 +179,7 @@ final class STOMPConnection: MessageSink {
     }
 
     func flushDeliveries() {
-        guard let transport = self.transport else { return }
+        guard !self.closed, let transport = self.transport else { return }
         transport.flush()
         if !transport.isWritable {
             // Past the outbound budget after a flush: the client is not reading. DESIGN.md: disconnect, with ERROR.
