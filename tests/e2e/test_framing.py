@@ -107,3 +107,20 @@ def test_several_frames_in_one_websocket_message(raw_ws):
     got = [c.recv_frame() for _ in range(3)]
     assert [f.command for f in got] == ["CONNECTED", "RECEIPT", "MESSAGE"], got
     assert got[2].body == b"batched"
+
+
+def test_one_frame_split_across_websocket_messages(raw_ws):
+    """A STOMP frame split over several WebSocket messages (as stompjs's splitLargeFrames does) is reassembled."""
+    c = raw_ws()
+    c.connect("1.2")
+    dest = f"/topic/{uid()}"
+    c.send_frame("SUBSCRIBE", [("destination", dest), ("id", "s"), ("receipt", "r")])
+    assert c.recv_until("RECEIPT").headers["receipt-id"] == "r"
+    body = ("chunk-" * 5000).encode()
+    frame = encode_frame("SEND", [("destination", dest), ("receipt", "sent")], body)
+    for start in range(0, len(frame), 4096):
+        c.send_raw(frame[start:start + 4096])
+    got = [c.recv_frame(), c.recv_frame()]
+    assert sorted(f.command for f in got) == ["MESSAGE", "RECEIPT"], got
+    message = next(f for f in got if f.command == "MESSAGE")
+    assert message.body == body
