@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "starling", targets: ["starling"]),
+        .executable(name: "starling-loadtest", targets: ["starling-loadtest"]),
         .library(name: "StarlingSTOMP", targets: ["StarlingSTOMP"]),
         .library(name: "StarlingWebSocket", targets: ["StarlingWebSocket"]),
     ],
@@ -15,6 +16,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
     ],
     targets: [
         .systemLibrary(
@@ -75,7 +77,33 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        .target(
+            name: "StarlingLoadtestKit",
+            dependencies: [
+                "StarlingSTOMP",
+                "StarlingWebSocket",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "Atomics", package: "swift-atomics"),
+            ],
+            path: "loadtest/Kit"
+        ),
+        .executableTarget(
+            name: "starling-loadtest",
+            dependencies: [
+                "StarlingLoadtestKit",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "loadtest/Main"
+        ),
         .testTarget(name: "StarlingSTOMPTests", dependencies: ["StarlingSTOMP"]),
+        .testTarget(
+            name: "StarlingLoadtestKitTests",
+            dependencies: ["StarlingLoadtestKit"],
+            path: "loadtest/Tests"
+        ),
         .testTarget(
             name: "StarlingWebSocketTests",
             dependencies: [

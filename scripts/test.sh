@@ -9,4 +9,5 @@ scripts/install-deps.sh --test
 swift build --build-tests
 swift test --skip-build
 
-STARLING_BIN="$PWD/.build/debug/starling" python3 -m pytest -q -p no:cacheprovider tests/e2e
+STARLING_BIN="$PWD/.build/debug/starling" STARLING_LOADTEST_BIN="$PWD/.build/debug/starling-loadtest" \
+    python3 -m pytest -q -p no:cacheprovider tests/e2e

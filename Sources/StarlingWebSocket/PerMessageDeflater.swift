@@ -9,12 +9,12 @@ import NIOCore
 ///
 /// Event-loop-bound, not Sendable. Owns a heap `z_stream` (zlib keeps pointers into it, so it must not move),
 /// released by `deinit` or earlier by `release()`.
-final class PerMessageDeflater {
+public final class PerMessageDeflater {
     private var stream: UnsafeMutablePointer<z_stream>?
     private let noContextTakeover: Bool
 
     /// `windowBits` 9...15, `memoryLevel` 1...9. `nil` when zlib cannot allocate the stream.
-    init?(windowBits: Int, memoryLevel: Int, level: Int, noContextTakeover: Bool) {
+    public init?(windowBits: Int, memoryLevel: Int, level: Int, noContextTakeover: Bool) {
         let stream = UnsafeMutablePointer<z_stream>.allocate(capacity: 1)
         stream.initialize(to: z_stream())
         let result = deflateInit2_(
@@ -36,7 +36,7 @@ final class PerMessageDeflater {
     }
 
     /// Frees zlib's memory now (idempotent); `compress` returns `nil` afterwards.
-    func release() {
+    public func release() {
         guard let stream = self.stream else { return }
         deflateEnd(stream)
         stream.deinitialize(count: 1)
@@ -46,7 +46,7 @@ final class PerMessageDeflater {
 
     /// Compresses `prefix` + `payload` as one message. The result has `headroom` writable bytes before its
     /// reader index, so the frame header can be put in front without copying. `nil` on a zlib failure.
-    func compress(prefix: ByteBuffer?, payload: ByteBuffer, headroom: Int, allocator: ByteBufferAllocator) -> ByteBuffer? {
+    public func compress(prefix: ByteBuffer?, payload: ByteBuffer, headroom: Int, allocator: ByteBufferAllocator) -> ByteBuffer? {
         guard let stream = self.stream else { return nil }
         let total = (prefix?.readableBytes ?? 0) + payload.readableBytes
         // deflateBound covers Z_FINISH; a sync flush adds a few bytes (empty stored block), hence the slack.

@@ -10,14 +10,14 @@ import NIOCore
 /// ended its deflate stream with BFINAL) the stream is reset after the message (§7.2.3.1, §7.1.1.2).
 ///
 /// Event-loop-bound, not Sendable; `release()` or `deinit` frees zlib's memory.
-final class PerMessageInflater {
+public final class PerMessageInflater {
     private var stream: UnsafeMutablePointer<z_stream>?
     private let noContextTakeover: Bool
     /// The client finished its deflate stream (BFINAL block); the rest of the message is ignored.
     private var streamEnded = false
 
     /// `windowBits` 8...15; used as at least 9 (see `NegotiatedDeflate.clientMaxWindowBits`).
-    init?(windowBits: Int, noContextTakeover: Bool) {
+    public init?(windowBits: Int, noContextTakeover: Bool) {
         let stream = UnsafeMutablePointer<z_stream>.allocate(capacity: 1)
         stream.initialize(to: z_stream())
         let result = inflateInit2_(
@@ -36,7 +36,7 @@ final class PerMessageInflater {
         self.release()
     }
 
-    func release() {
+    public func release() {
         guard let stream = self.stream else { return }
         inflateEnd(stream)
         stream.deinitialize(count: 1)
@@ -46,14 +46,14 @@ final class PerMessageInflater {
 
     /// Inflates one frame's compressed payload, appending to `output` (whose readable bytes count against
     /// `limit`).
-    func inflate(_ input: ByteBuffer, into output: inout ByteBuffer, limit: Int) throws(WebSocketProtocolError) {
+    public func inflate(_ input: ByteBuffer, into output: inout ByteBuffer, limit: Int) throws(WebSocketProtocolError) {
         try input.withUnsafeReadableBytes { (bytes) throws(WebSocketProtocolError) in
             try self.inflate(bytes, into: &output, limit: limit)
         }
     }
 
     /// Ends the message: feeds the stripped `00 00 FF FF` (RFC 7692 §7.2.2) and resets when required.
-    func finishMessage(into output: inout ByteBuffer, limit: Int) throws(WebSocketProtocolError) {
+    public func finishMessage(into output: inout ByteBuffer, limit: Int) throws(WebSocketProtocolError) {
         let tail: (UInt8, UInt8, UInt8, UInt8) = (0x00, 0x00, 0xFF, 0xFF)
         try withUnsafeBytes(of: tail) { (bytes) throws(WebSocketProtocolError) in
             try self.inflate(bytes, into: &output, limit: limit)

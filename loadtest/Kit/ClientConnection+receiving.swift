@@ -1,0 +1,85 @@
+import NIOCore
+import StarlingSTOMP
+
+/// One subscription of a connection, and what it has seen of each publisher's stream.
+struct SubscriptionState {
+    let destination: Int
+    /// Publisher ids `publisherBase ..< publisherBase + trackers.count` send to this destination.
+    let publisherBase: Int
+    var trackers: [SequenceTracker]
+    let clientAck: Bool
+}
+
+extension ClientConnection {
+    /// Subscribes to destination `destination` (subscription id = its index here) and completes on the RECEIPT.
+    func subscribe(destination: Int, publisherBase: Int, publishers: Int, ackMode: AckMode) -> EventLoopFuture<Void> {
+        let id = self.subscriptions.count
+        self.subscriptions.append(SubscriptionState(
+            destination: destination, publisherBase: publisherBase,
+            trackers: Array(repeating: SequenceTracker(), count: publishers), clientAck: ackMode == .clientIndividual
+        ))
+        let frame = STOMPFrame(.subscribe, headers: [
+            "id": String(id), "destination": self.stats.plan.destinations[destination], "ack": ackMode.rawValue,
+        ])
+        return self.sendWithReceipt(frame)
+    }
+
+    /// The hot path of every receiver: verify order and uniqueness, time it, ACK when asked.
+    func handleMessage(_ frame: STOMPFrame) {
+        let stats = self.stats
+        var run = false
+        var publisher = -1
+        var seq: UInt64 = .max
+        var sentAt: UInt64 = 0
+        var subscription = -1
+        var ackID: String?
+        for header in frame.headers {
+            switch header.name {
+            case "x-lt-run": run = header.value.utf8.elementsEqual(stats.plan.runIDBytes)
+            case "x-lt-pub": publisher = Int(header.value) ?? -1
+            case "x-lt-seq": seq = UInt64(header.value) ?? .max
+            case "x-lt-ts": sentAt = UInt64(header.value) ?? 0
+            case "subscription": subscription = Int(header.value) ?? -1
+            case "ack": ackID = header.value
+            default: break
+            }
+        }
+        guard subscription >= 0, subscription < self.subscriptions.count else {
+            stats.tally.foreign += 1
+            return
+        }
+        if self.subscriptions[subscription].clientAck, let ackID {
+            self.writeSTOMP(STOMPFrame(.ack, headers: ["id": ackID]))
+        }
+        let index = publisher - self.subscriptions[subscription].publisherBase
+        guard run, seq != .max, index >= 0, index < self.subscriptions[subscription].trackers.count else {
+            stats.tally.foreign += 1
+            return
+        }
+        stats.tally.delivered += 1
+        let outcome = self.subscriptions[subscription].trackers[index].record(seq)
+        if stats.plan.scenario == .queue {
+            // Competing consumers: uniqueness is judged across all consumers (per loop here, across loops
+            // at the end); this consumer's own tracker only judges order.
+            let slot = publisher * stats.plan.destinations.count + self.subscriptions[subscription].destination
+            if !stats.seen[slot].insert(seq) {
+                stats.tally.duplicated += 1
+            } else if outcome == .late {
+                stats.tally.outOfOrder += 1
+            }
+        } else {
+            switch outcome {
+            case .duplicate: stats.tally.duplicated += 1
+            case .late: stats.tally.outOfOrder += 1
+            case .inOrder, .gap: break
+            }
+        }
+        let now = self.now
+        if sentAt >= stats.measureStart {
+            stats.latency.record(microseconds: now > sentAt ? (now - sentAt) / 1000 : 0)
+        }
+        if now >= stats.measureStart && now < stats.measureEnd {
+            stats.deliveredMeasured += 1
+        }
+    }
+}
