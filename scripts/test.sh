@@ -10,4 +10,4 @@ swift build --build-tests
 swift test --skip-build
 
 STARLING_BIN="$PWD/.build/debug/starling" STARLING_LOADTEST_BIN="$PWD/.build/debug/starling-loadtest" \
-    python3 -m pytest -q -p no:cacheprovider tests/e2e
+    python3 -m pytest -q -p no:cacheprovider tests/e2e benchmarks/test_report.py
