@@ -588,6 +588,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         results_rel = str(args.results)
     md = render_markdown(runs, summaries, meta, charts, results_rel)
+    # The hand-written record of what each optimisation bought lives beside the generated tables.
+    log = args.docs / "performance-log.md"
+    if log.exists():
+        md = md.rstrip() + "\n\n" + log.read_text()
     (args.docs / "benchmarks.md").write_text(md)
     print(main_table(summaries))
     print()

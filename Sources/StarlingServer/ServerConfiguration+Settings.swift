@@ -32,6 +32,8 @@ extension ServerConfiguration {
         ("deflate", "permessage-deflate on|off (default on)"),
         ("deflate-window-bits", "server compressor window, 9...15 (default 15)"),
         ("deflate-memory-level", "zlib memLevel 1...9 (default 8)"),
+        ("deflate-context-takeover", "on = one compressor per connection keeping its window; off = server_no_context_takeover, one shared compressor per event loop (default off)"),
+        ("deflate-client-context-takeover", "on = clients may keep their window (an inflater per connection); off = answer client_no_context_takeover (default off)"),
         ("shutdown-timeout-ms", "how long shutdown waits for clients to close (default 5000)"),
     ]
 
@@ -67,16 +69,21 @@ extension ServerConfiguration {
         case "heartbeat-send-ms": self.heartbeat.sendMilliseconds = try integer(0...3_600_000)
         case "heartbeat-receive-ms": self.heartbeat.receiveMilliseconds = try integer(0...3_600_000)
         case "connect-timeout-ms": self.heartbeat.connectTimeoutMilliseconds = try integer(100...3_600_000)
-        case "deflate":
-            switch value.lowercased() {
-            case "on", "true", "yes": self.webSocket.deflate = true
-            case "off", "false", "no": self.webSocket.deflate = false
-            default: throw SettingError("deflate: expected on or off, got '\(value)'")
-            }
+        case "deflate": self.webSocket.deflate = try Self.onOff(name, value)
+        case "deflate-context-takeover": self.webSocket.deflateContextTakeover = try Self.onOff(name, value)
+        case "deflate-client-context-takeover": self.webSocket.deflateClientContextTakeover = try Self.onOff(name, value)
         case "deflate-window-bits": self.webSocket.deflateWindowBits = try integer(9...15)
         case "deflate-memory-level": self.webSocket.deflateMemoryLevel = try integer(1...9)
         case "shutdown-timeout-ms": self.shutdownTimeout = .milliseconds(Int64(try integer(0...600_000)))
         default: throw SettingError("unknown setting '\(name)'")
+        }
+    }
+
+    private static func onOff(_ name: String, _ value: String) throws(SettingError) -> Bool {
+        switch value.lowercased() {
+        case "on", "true", "yes": return true
+        case "off", "false", "no": return false
+        default: throw SettingError("\(name): expected on or off, got '\(value)'")
         }
     }
 

@@ -54,6 +54,14 @@ public struct ServerConfiguration: Sendable {
         public var deflateWindowBits = 15
         public var deflateMemoryLevel = 8
         public var deflateMinimumSize = 64
+        /// Keep the server compressor's LZ77 window across messages. Off (the default) answers every offer with
+        /// `server_no_context_takeover`: each message is compressed on its own, so one compressor per event
+        /// loop serves every connection and a fan-out compresses each message once instead of once per
+        /// subscriber. On gives better ratios for small similar messages, at one compressor per connection.
+        public var deflateContextTakeover = false
+        /// Let clients keep their compressor's window across messages. Off (the default) answers with
+        /// `client_no_context_takeover`, so an idle connection holds no inflater (~40 KiB of zlib state).
+        public var deflateClientContextTakeover = false
         public init() {}
     }
 
@@ -79,6 +87,8 @@ public struct ServerConfiguration: Sendable {
             deflate.serverMaxWindowBits = self.webSocket.deflateWindowBits
             deflate.memoryLevel = self.webSocket.deflateMemoryLevel
             deflate.minimumSizeToCompress = self.webSocket.deflateMinimumSize
+            deflate.serverNoContextTakeover = !self.webSocket.deflateContextTakeover
+            deflate.clientNoContextTakeover = !self.webSocket.deflateClientContextTakeover
             configuration.deflate = deflate
         } else {
             configuration.deflate = nil

@@ -27,6 +27,8 @@ public final class StarlingServer: Service, Sendable {
     private let nodeTag: String
     private let listeners = NIOLockedValueBox<[any Channel]>([])
     private let stopped = ManagedAtomic(false)
+    /// One per event loop, in the broker's loop order; each is touched only on its loop.
+    private let compressors: LoopBoundCompressors
 
     public init(configuration: ServerConfiguration, logger: Logger) {
         self.configuration = configuration
@@ -34,6 +36,9 @@ public final class StarlingServer: Service, Sendable {
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.eventLoopCount))
         self.broker = Broker(eventLoops: self.group.makeIterator().map { $0 })
         self.nodeTag = String(UInt32.random(in: 0x1000_0000...UInt32.max), radix: 16)
+        self.compressors = LoopBoundCompressors(
+            count: self.broker.loops.count, memoryLevel: configuration.webSocket.deflateMemoryLevel
+        )
     }
 
     // MARK: Service
@@ -129,24 +134,28 @@ public final class StarlingServer: Service, Sendable {
         context: ChannelHandlerContext, upgrade: WebSocketUpgrade, isEcho: Bool, configuration: WebSocketConfiguration
     ) -> EventLoopFuture<Void> {
         context.eventLoop.makeCompletedFuture {
+            let loop = self.broker.loop(for: context.eventLoop)
+            let compressor = self.compressors.compressors[loop.index]
             if isEcho {
-                let echo = WebSocketEchoDelegate(loop: self.broker.loop(for: context.eventLoop))
-                let handler = WebSocketConnectionHandler(configuration: configuration, deflate: upgrade.deflate, delegate: echo)
+                let echo = WebSocketEchoDelegate(loop: loop)
+                let handler = WebSocketConnectionHandler(
+                    configuration: configuration, deflate: upgrade.deflate, sharedCompressor: compressor, delegate: echo
+                )
                 echo.start(handler)
                 try context.pipeline.syncOperations.addHandler(handler)
                 return
             }
             let bridge = WebSocketSTOMPBridge(channel: context.channel)
-            let handler = WebSocketConnectionHandler(configuration: configuration, deflate: upgrade.deflate, delegate: bridge)
+            let handler = WebSocketConnectionHandler(
+                configuration: configuration, deflate: upgrade.deflate, sharedCompressor: compressor, delegate: bridge
+            )
             // A subprotocol names one STOMP version; the session may not negotiate a higher one.
             let maxVersion: STOMPVersion? = switch upgrade.subprotocol {
             case "v10.stomp": .v1_0
             case "v11.stomp": .v1_1
             default: nil
             }
-            let connection = self.makeConnection(
-                loop: self.broker.loop(for: context.eventLoop), transport: bridge, kind: "ws", maxVersion: maxVersion
-            )
+            let connection = self.makeConnection(loop: loop, transport: bridge, kind: "ws", maxVersion: maxVersion)
             bridge.start(webSocket: handler, connection: connection)
             try context.pipeline.syncOperations.addHandler(handler)
         }
@@ -202,6 +211,16 @@ public final class StarlingServer: Service, Sendable {
         logger[metadataKey: "session"] = "\(session.sessionID)"
         logger[metadataKey: "transport"] = "\(kind)"
         return STOMPConnection(loop: loop, transport: transport, settings: settings, logger: logger)
+    }
+}
+
+/// The event loops' shared permessage-deflate compressors. Index i belongs to loop i and is used only on it,
+/// which is why the holder may be `@unchecked Sendable`.
+private final class LoopBoundCompressors: @unchecked Sendable {
+    let compressors: [SharedMessageCompressor]
+
+    init(count: Int, memoryLevel: Int) {
+        self.compressors = (0..<count).map { _ in SharedMessageCompressor(memoryLevel: memoryLevel) }
     }
 }
 

@@ -15,6 +15,10 @@ public struct PerMessageDeflateConfiguration: Sendable, Equatable {
     public var minimumSizeToCompress: Int = 64
     /// `true` = always answer with `server_no_context_takeover` and reset our compressor for every message.
     public var serverNoContextTakeover: Bool = false
+    /// `true` = always answer with `client_no_context_takeover` (RFC 7692 §7.1.1.2 lets a server include it even
+    /// when not offered): the client compresses each message alone, so we need no inflater between messages
+    /// and free it after each one, instead of holding ~40 KiB of zlib state per idle connection.
+    public var clientNoContextTakeover: Bool = false
 
     public init() {}
 }

@@ -93,7 +93,7 @@ enum PerMessageDeflateNegotiation {
         }
         let negotiated = NegotiatedDeflate(
             serverNoContextTakeover: serverNoContextTakeover || configuration.serverNoContextTakeover,
-            clientNoContextTakeover: clientNoContextTakeover,
+            clientNoContextTakeover: clientNoContextTakeover || configuration.clientNoContextTakeover,
             serverMaxWindowBits: serverBits,
             clientMaxWindowBits: clientBits
         )

@@ -23,8 +23,10 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler {
     private let deflateSettings: PerMessageDeflateConfiguration
     private var parser: WebSocketFrameParser
     private var stateMachine: WebSocketConnectionStateMachine
-    /// Created with the first message worth compressing; freed when the connection finishes.
+    /// Created with the first message worth compressing; freed when the connection finishes. Not used when
+    /// `sharedCompressor` serves this connection (`server_no_context_takeover`).
     private var deflater: PerMessageDeflater?
+    private let sharedCompressor: SharedMessageCompressor?
     private var context: ChannelHandlerContext?
     private var closeTimer: Scheduled<Void>?
     private var didFinish = false
@@ -35,8 +37,16 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler {
     /// RFC 6455 §5.5: a control payload is at most 125 bytes, so a close reason at most 123.
     private static let maxCloseReasonLength = 123
 
-    public init(configuration: WebSocketConfiguration, deflate: NegotiatedDeflate?, delegate: WebSocketConnectionDelegate) {
+    /// `sharedCompressor` (the event loop's) compresses this connection's messages when `server_no_context_takeover`
+    /// was negotiated; without it, or with context takeover, the connection gets its own compressor.
+    public init(
+        configuration: WebSocketConfiguration,
+        deflate: NegotiatedDeflate?,
+        sharedCompressor: SharedMessageCompressor? = nil,
+        delegate: WebSocketConnectionDelegate
+    ) {
         self.configuration = configuration
+        self.sharedCompressor = deflate?.serverNoContextTakeover == true ? sharedCompressor : nil
         // What the handshake agreed is honoured even if `configuration.deflate` is nil (defaults are used then).
         self.deflate = deflate
         self.deflateSettings = configuration.deflate ?? PerMessageDeflateConfiguration()
@@ -90,6 +100,30 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler {
         let opcode: WebSocketOpcode = isText ? .text : .binary
         let prefixLength = prefix?.readableBytes ?? 0
         let length = prefixLength + payload.readableBytes
+        if let deflate = self.deflate, length >= self.deflateSettings.minimumSizeToCompress,
+            let shared = self.sharedCompressor, prefixLength <= SharedMessageCompressor.maxStoredPrefix
+        {
+            // The payload compressed once for every connection of the loop; the prefix as a stored block before it.
+            guard let compressed = shared.compressedPayload(
+                payload, windowBits: deflate.serverMaxWindowBits, allocator: context.channel.allocator
+            ) else {
+                promise?.fail(ChannelError.ioOnClosedChannel)
+                self.perform(.fail(.compressionUnavailable), context: context)
+                return
+            }
+            let stored = prefixLength > 0 ? SharedMessageCompressor.storedBlockOverhead + prefixLength : 0
+            let total = stored + compressed.readableBytes
+            var head = context.channel.allocator.buffer(
+                capacity: WebSocketFrameEncoder.headerLength(payloadLength: total, masked: false) + stored
+            )
+            WebSocketFrameEncoder.writeFrameHeader(
+                opcode: opcode, fin: true, rsv1: true, payloadLength: total, maskingKey: nil, to: &head
+            )
+            if let prefix, prefixLength > 0 { SharedMessageCompressor.writeStoredBlock(prefix, to: &head) }
+            context.write(self.wrapOutboundOut(head), promise: nil)
+            context.write(self.wrapOutboundOut(compressed), promise: promise)
+            return
+        }
         if self.deflate != nil, length >= self.deflateSettings.minimumSizeToCompress {
             // RFC 7692 §6: RSV1 on the (only) frame marks the message compressed.
             guard let deflater = self.makeDeflater(),

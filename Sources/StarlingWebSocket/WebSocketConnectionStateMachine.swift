@@ -187,6 +187,11 @@ struct WebSocketConnectionStateMachine {
                 try inflater.inflate(payload, into: &buffer, limit: self.maxMessageSize)
                 if frame.fin {
                     try inflater.finishMessage(into: &buffer, limit: self.maxMessageSize)
+                    if self.deflate?.clientNoContextTakeover == true {
+                        // Nothing carries over to the next message: free zlib's memory until one comes.
+                        inflater.release()
+                        self.inflater = nil
+                    }
                 }
             } catch {
                 return self.fail(error)

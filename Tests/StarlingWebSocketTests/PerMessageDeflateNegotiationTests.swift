@@ -35,6 +35,16 @@ struct PerMessageDeflateNegotiationTests {
         #expect(response == "permessage-deflate; server_no_context_takeover")
     }
 
+    @Test("client_no_context_takeover is sent unasked when configured (RFC 7692 §7.1.1.2)")
+    func clientNoContextTakeoverConfigured() throws {
+        let (negotiated, response) = try #require(self.negotiate(["permessage-deflate; client_max_window_bits"]) {
+            $0.clientNoContextTakeover = true
+            $0.serverNoContextTakeover = true
+        })
+        #expect(negotiated.clientNoContextTakeover && negotiated.serverNoContextTakeover)
+        #expect(response == "permessage-deflate; server_no_context_takeover; client_no_context_takeover")
+    }
+
     @Test("client_no_context_takeover is echoed and applied")
     func clientNoContextTakeover() throws {
         let (negotiated, response) = try #require(self.negotiate(["permessage-deflate;client_no_context_takeover"]))

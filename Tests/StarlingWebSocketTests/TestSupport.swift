@@ -68,10 +68,16 @@ struct Connection {
     let handler: WebSocketConnectionHandler
     let delegate: RecordingDelegate
 
-    init(configuration: WebSocketConfiguration = WebSocketConfiguration(), deflate: NegotiatedDeflate? = nil) throws {
+    init(
+        configuration: WebSocketConfiguration = WebSocketConfiguration(),
+        deflate: NegotiatedDeflate? = nil,
+        sharedCompressor: SharedMessageCompressor? = nil
+    ) throws {
         self.channel = EmbeddedChannel()
         self.delegate = RecordingDelegate()
-        self.handler = WebSocketConnectionHandler(configuration: configuration, deflate: deflate, delegate: self.delegate)
+        self.handler = WebSocketConnectionHandler(
+            configuration: configuration, deflate: deflate, sharedCompressor: sharedCompressor, delegate: self.delegate
+        )
         try self.channel.pipeline.syncOperations.addHandler(self.handler)
         try self.channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9)).wait()
     }
