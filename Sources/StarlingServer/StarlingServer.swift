@@ -28,7 +28,8 @@ public final class StarlingServer: Service, Sendable {
     private let listeners = NIOLockedValueBox<[any Channel]>([])
     private let stopped = ManagedAtomic(false)
     /// One per event loop, in the broker's loop order; each is touched only on its loop.
-    private let compressors: LoopBoundCompressors
+    private let perLoop: PerLoopResources
+    private let connectionTemplate: STOMPConnection.Settings
 
     public init(configuration: ServerConfiguration, logger: Logger) {
         self.configuration = configuration
@@ -36,8 +37,9 @@ public final class StarlingServer: Service, Sendable {
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.eventLoopCount))
         self.broker = Broker(eventLoops: self.group.makeIterator().map { $0 })
         self.nodeTag = String(UInt32.random(in: 0x1000_0000...UInt32.max), radix: 16)
-        self.compressors = LoopBoundCompressors(
-            count: self.broker.loops.count, memoryLevel: configuration.webSocket.deflateMemoryLevel
+        self.connectionTemplate = Self.connectionTemplate(configuration)
+        self.perLoop = PerLoopResources(
+            loops: self.broker.loops.map(\.eventLoop), memoryLevel: configuration.webSocket.deflateMemoryLevel
         )
     }
 
@@ -135,7 +137,7 @@ public final class StarlingServer: Service, Sendable {
     ) -> EventLoopFuture<Void> {
         context.eventLoop.makeCompletedFuture {
             let loop = self.broker.loop(for: context.eventLoop)
-            let compressor = self.compressors.compressors[loop.index]
+            let compressor = self.perLoop.compressors[loop.index]
             if isEcho {
                 let echo = WebSocketEchoDelegate(loop: loop)
                 let handler = WebSocketConnectionHandler(
@@ -189,13 +191,26 @@ public final class StarlingServer: Service, Sendable {
         loop: LoopBroker, transport: any STOMPTransport, kind: String, maxVersion: STOMPVersion? = nil
     ) -> STOMPConnection {
         let number = self.sessionCounter.wrappingIncrementThenLoad(ordering: .relaxed)
-        var session = SessionStateMachine.Configuration(sessionID: "\(self.nodeTag)-\(number)")
-        if let maxVersion { session.supportedVersions = session.supportedVersions.filter { $0 <= maxVersion } }
-        session.heartbeat = .init(
-            send: self.configuration.heartbeat.sendMilliseconds,
-            receive: self.configuration.heartbeat.receiveMilliseconds
+        // Copies of one template share their arrays' storage: an idle connection pays only for what differs.
+        var settings = self.connectionTemplate
+        settings.session.sessionID = "\(self.nodeTag)-\(number)"
+        settings.transportName = kind
+        if let maxVersion {
+            settings.session.supportedVersions = settings.session.supportedVersions.filter { $0 <= maxVersion }
+        }
+        return STOMPConnection(
+            loop: loop, clock: self.perLoop.clocks[loop.index], transport: transport, settings: settings, logger: self.logger
         )
-        let limits = self.configuration.limits
+    }
+
+    /// What every connection starts from (all but its session id and transport), built once.
+    private static func connectionTemplate(_ configuration: ServerConfiguration) -> STOMPConnection.Settings {
+        var session = SessionStateMachine.Configuration(sessionID: "")
+        session.heartbeat = .init(
+            send: configuration.heartbeat.sendMilliseconds,
+            receive: configuration.heartbeat.receiveMilliseconds
+        )
+        let limits = configuration.limits
         session.maxSubscriptions = limits.maxSubscriptionsPerConnection
         session.announcedLimits = [
             ("x-max-body-size", String(limits.maxBodySize)),
@@ -204,23 +219,22 @@ public final class StarlingServer: Service, Sendable {
             ("x-max-subscriptions", String(limits.maxSubscriptionsPerConnection)),
             ("x-max-pending-bytes", String(limits.maxPendingBytes)),
         ]
-        var settings = STOMPConnection.Settings(parserLimits: self.configuration.parserLimits, session: session)
-        settings.heartbeatGraceFactor = self.configuration.heartbeat.graceFactor
-        settings.connectTimeout = .milliseconds(Int64(self.configuration.heartbeat.connectTimeoutMilliseconds))
-        var logger = self.logger
-        logger[metadataKey: "session"] = "\(session.sessionID)"
-        logger[metadataKey: "transport"] = "\(kind)"
-        return STOMPConnection(loop: loop, transport: transport, settings: settings, logger: logger)
+        var settings = STOMPConnection.Settings(parserLimits: configuration.parserLimits, session: session)
+        settings.heartbeatGraceFactor = configuration.heartbeat.graceFactor
+        settings.connectTimeout = .milliseconds(Int64(configuration.heartbeat.connectTimeoutMilliseconds))
+        return settings
     }
 }
 
-/// The event loops' shared permessage-deflate compressors. Index i belongs to loop i and is used only on it,
-/// which is why the holder may be `@unchecked Sendable`.
-private final class LoopBoundCompressors: @unchecked Sendable {
+/// What each event loop shares among its connections: the permessage-deflate compressor and the timer clock.
+/// Index i belongs to loop i and is used only on it, which is why the holder may be `@unchecked Sendable`.
+private final class PerLoopResources: @unchecked Sendable {
     let compressors: [SharedMessageCompressor]
+    let clocks: [ConnectionClock]
 
-    init(count: Int, memoryLevel: Int) {
-        self.compressors = (0..<count).map { _ in SharedMessageCompressor(memoryLevel: memoryLevel) }
+    init(loops: [any EventLoop], memoryLevel: Int) {
+        self.compressors = loops.map { _ in SharedMessageCompressor(memoryLevel: memoryLevel) }
+        self.clocks = loops.map { ConnectionClock(eventLoop: $0) }
     }
 }
 

@@ -104,3 +104,19 @@ def test_error_does_not_affect_other_connections(stomp_client, raw_tcp):
     assert col.wait_messages(1)[0].body == "still fine"
     time.sleep(0.1)
     assert not col.errors and good.is_connected()
+
+
+def test_no_connect_in_time_gets_error_and_close(own_server):
+    """A TCP client that sends no CONNECT within connect-timeout-ms gets an ERROR saying so, then the close."""
+    import time
+    from e2e_helpers import RawTcpStomp
+
+    srv = own_server(["--set", "connect-timeout-ms=300"])
+    client = RawTcpStomp(srv.stomp_port)
+    started = time.monotonic()
+    frames = client.wait_closed(5)
+    took = time.monotonic() - started
+    assert [f.command for f in frames] == ["ERROR"], frames
+    assert "no CONNECT" in frames[0].headers.get("message", "")
+    assert 0.25 <= took <= 2.0, f"closed after {took:.2f}s, connect-timeout-ms=300"
+    client.close()

@@ -6,7 +6,7 @@ import StarlingSTOMP
 /// One STOMP session on one connection: feeds inbound bytes to the parser and the session state machine, carries
 /// out their actions against the loop's broker, writes deliveries, and keeps the heart-beats. Lives on one event
 /// loop and is touched only there (DESIGN.md threading model); not Sendable.
-final class STOMPConnection: MessageSink {
+final class STOMPConnection: MessageSink, ConnectionClock.Member {
     struct Settings {
         var parserLimits = STOMPParserLimits()
         var session: SessionStateMachine.Configuration
@@ -14,6 +14,8 @@ final class STOMPConnection: MessageSink {
         var heartbeatGraceFactor = 1.5
         /// A connection that has not sent CONNECT within this time is closed.
         var connectTimeout = TimeAmount.seconds(10)
+        /// "tcp" or "ws", for logs.
+        var transportName = "tcp"
         var allocator = ByteBufferAllocator()
     }
 
@@ -30,32 +32,35 @@ final class STOMPConnection: MessageSink {
     /// False once DISCONNECT or an error ended the session: later inbound frames are ignored.
     private var acceptingFrames = true
 
-    // Heart-beat bookkeeping. Outbound: a flag set on every write and checked by the timer, so the delivery path
-    // never reads a clock. Inbound: the time of the last read (one clock read per socket read, only when the
-    // client heart-beats), so a silent client is closed right when its allowance runs out.
+    // Timers, driven by the loop's `ConnectionClock`. Outbound heart-beats: a flag set on every write and
+    // checked every half interval, so the delivery path never reads a clock. Inbound: the time of the last read
+    // (one clock read per socket read, only when the client heart-beats).
+    private let clock: ConnectionClock
+    private var connectDeadline: NIODeadline?
     private var wroteSinceTick = false
+    private var sendPeriod: TimeAmount?
+    private var nextSendCheck = NIODeadline.uptimeNanoseconds(0)
     private var receiveTimeout: TimeAmount?
     private var lastRead = NIODeadline.uptimeNanoseconds(0)
-    private var sendTimer: Scheduled<Void>?
-    private var receiveTimer: Scheduled<Void>?
-    private var connectTimer: Scheduled<Void>?
 
     var needsFlush = false
     var sessionID: String { self.settings.session.sessionID }
+    /// Built when something is logged, not kept per connection.
+    private var logMetadata: Logger.Metadata {
+        ["session": "\(self.sessionID)", "transport": "\(self.settings.transportName)"]
+    }
 
-    init(loop: LoopBroker, transport: any STOMPTransport, settings: Settings, logger: Logger) {
+    init(loop: LoopBroker, clock: ConnectionClock, transport: any STOMPTransport, settings: Settings, logger: Logger) {
         self.loop = loop
+        self.clock = clock
         self.transport = transport
         self.settings = settings
         self.parser = STOMPFrameParser(limits: settings.parserLimits, version: .v1_2)
         self.machine = SessionStateMachine(configuration: settings.session)
         self.logger = logger
         loop.register(self)
-        self.connectTimer = loop.eventLoop.assumeIsolated().scheduleTask(in: settings.connectTimeout) { [weak self] in
-            guard let self, !self.closed else { return }
-            self.logger.info("no CONNECT in time", metadata: ["session": "\(self.sessionID)"])
-            self.perform(.error(message: "no CONNECT frame within \(settings.connectTimeout.nanoseconds / 1_000_000) ms", receiptID: nil, detail: nil))
-        }
+        self.connectDeadline = .now() + settings.connectTimeout
+        clock.add(self)
     }
 
     // MARK: inbound
@@ -79,8 +84,7 @@ final class STOMPConnection: MessageSink {
     private func perform(_ action: SessionStateMachine.Action) {
         switch action {
         case .connected(let frame, let version, let heartbeat):
-            self.connectTimer?.cancel()
-            self.connectTimer = nil
+            self.connectDeadline = nil
             self.version = version
             self.parser.version = version
             self.writeFrame(frame)
@@ -127,7 +131,7 @@ final class STOMPConnection: MessageSink {
                 headers.add("content-type", "text/plain")
                 body.writeString(detail)
             }
-            self.logger.debug("protocol error", metadata: ["session": "\(self.sessionID)", "error": "\(message)"])
+            self.logger.debug("protocol error", metadata: self.logMetadata.merging(["error": "\(message)"]) { $1 })
             self.writeFrame(STOMPFrame(.error, headers: headers, body: body))
             self.close(.protocolError)
         }
@@ -183,7 +187,7 @@ final class STOMPConnection: MessageSink {
         transport.flush()
         if !transport.isWritable {
             // Past the outbound budget after a flush: the client is not reading. DESIGN.md: disconnect, with ERROR.
-            self.logger.info("slow consumer disconnected", metadata: ["session": "\(self.sessionID)"])
+            self.logger.info("slow consumer disconnected", metadata: self.logMetadata)
             var headers: STOMPHeaders = [:]
             headers.add("message", "slow consumer: outbound buffer limit exceeded")
             let bytes = STOMPFrameEncoder.encode(STOMPFrame(.error, headers: headers), version: self.version)
@@ -215,60 +219,53 @@ final class STOMPConnection: MessageSink {
     /// The transport is gone (socket closed for any reason): drop every subscription and timer.
     func transportClosed() {
         self.closed = true
-        self.sendTimer?.cancel()
-        self.receiveTimer?.cancel()
-        self.connectTimer?.cancel()
-        self.connectTimer = nil
-        self.sendTimer = nil
-        self.receiveTimer = nil
+        self.clock.remove(self)
         for subscription in self.subscriptions.values { self.loop.unsubscribe(subscription) }
         self.subscriptions.removeAll()
         self.loop.unregister(self)
         self.transport = nil
     }
 
-    // MARK: heart-beats
+    // MARK: timers
 
     private func startHeartbeats(_ heartbeat: SessionStateMachine.NegotiatedHeartbeat) {
+        let now = NIODeadline.now()
         if heartbeat.send > 0 {
-            // Ticking at half the interval guarantees a byte at least every interval.
-            self.scheduleHeartbeatTick(.milliseconds(Int64(max(heartbeat.send / 2, 1))))
+            // Checking every half interval guarantees a byte at least every interval (plus one clock tick).
+            let period = TimeAmount.milliseconds(Int64(max(heartbeat.send / 2, 1)))
+            self.sendPeriod = period
+            self.nextSendCheck = now + period
         }
         if heartbeat.receive > 0 {
-            let timeout = TimeAmount.milliseconds(Int64(Double(heartbeat.receive) * self.settings.heartbeatGraceFactor))
-            self.receiveTimeout = timeout
-            self.lastRead = .now()
-            self.scheduleLivenessCheck(at: self.lastRead + timeout)
+            self.receiveTimeout = .milliseconds(Int64(Double(heartbeat.receive) * self.settings.heartbeatGraceFactor))
+            self.lastRead = now
         }
     }
 
-    private func scheduleHeartbeatTick(_ period: TimeAmount) {
-        self.sendTimer = self.loop.eventLoop.assumeIsolated().scheduleTask(in: period) { [weak self] in
-            guard let self, !self.closed else { return }
-            self.heartbeatTick()
-            self.scheduleHeartbeatTick(period)
-        }
-    }
-
-    private func scheduleLivenessCheck(at deadline: NIODeadline) {
-        self.receiveTimer = self.loop.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in
-            guard let self, !self.closed, let timeout = self.receiveTimeout else { return }
-            let due = self.lastRead + timeout
-            if due <= .now() {
-                self.logger.info("heart-beat timeout", metadata: ["session": "\(self.sessionID)"])
-                self.close(.heartbeatTimeout)
-            } else {
-                self.scheduleLivenessCheck(at: due)
+    func clockTick(now: NIODeadline) -> Bool {
+        guard !self.closed, let transport = self.transport else { return false }
+        if let deadline = self.connectDeadline {
+            if now >= deadline {
+                self.logger.info("no CONNECT in time", metadata: self.logMetadata)
+                let milliseconds = self.settings.connectTimeout.nanoseconds / 1_000_000
+                self.perform(.error(message: "no CONNECT frame within \(milliseconds) ms", receiptID: nil, detail: nil))
+                return false
             }
+            return true
         }
-    }
-
-    private func heartbeatTick() {
-        guard !self.closed, let transport = self.transport else { return }
-        if !self.wroteSinceTick {
-            transport.writeHeartbeat()
-            self.scheduleFlush()
+        if let timeout = self.receiveTimeout, now >= self.lastRead + timeout {
+            self.logger.info("heart-beat timeout", metadata: self.logMetadata)
+            self.close(.heartbeatTimeout)
+            return false
         }
-        self.wroteSinceTick = false
+        if let period = self.sendPeriod, now >= self.nextSendCheck {
+            if !self.wroteSinceTick {
+                transport.writeHeartbeat()
+                self.scheduleFlush()
+            }
+            self.wroteSinceTick = false
+            self.nextSendCheck = now + period
+        }
+        return self.sendPeriod != nil || self.receiveTimeout != nil
     }
 }
