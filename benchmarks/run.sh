@@ -237,7 +237,12 @@ run_one() { # scenario-name args deflate broker rep
     [[ "$name" == connections* ]] && fresh_broker "$broker"
     local pid; pid="$(broker_pid "$broker")" || { log "$broker is not running"; exit 1; }
     kill -0 "$pid" 2>/dev/null || { log "$broker (pid $pid) is not running"; exit 1; }
-    wait_idle "$pid"
+    # Both brokers share the machine: wait until neither is still working off a backlog from its last run.
+    local other
+    for other in starling rabbitmq; do
+        local other_pid; other_pid="$(broker_pid "$other" 2>/dev/null)" || continue
+        [[ -n "$other_pid" ]] && kill -0 "$other_pid" 2>/dev/null && wait_idle "$other_pid"
+    done
     local base="$RESULTS/${name}__deflate-${deflate}__${broker}__rep${rep}"
     local timing="--duration $DURATION --warmup $WARMUP"
     [[ "$name" == connections* ]] && timing="--warmup 0"
