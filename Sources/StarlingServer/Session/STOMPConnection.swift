@@ -115,26 +115,29 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
             // subscriptions still arrives).
             self.loop.eventLoop.assumeIsolated().execute { self.close(.normal) }
         case .unsupportedVersion(let supported, let receiptID):
-            var headers: STOMPHeaders = [:]
-            headers.add("version", supported)
-            headers.add("message", "no supported protocol version in accept-version (supported: \(supported))")
-            if let receiptID { headers.add("receipt-id", receiptID) }
-            headers.add("content-type", "text/plain")
-            self.writeFrame(STOMPFrame(.error, headers: headers, body: ByteBuffer(string: "Supported protocol versions are \(supported)")))
-            self.close(.protocolError)
+            self.fail(
+                "no supported protocol version in accept-version (supported: \(supported))", receiptID: receiptID,
+                detail: "Supported protocol versions are \(supported)", extraHeaders: [("version", supported)]
+            )
         case .error(let message, let receiptID, let detail):
-            var headers: STOMPHeaders = [:]
-            headers.add("message", message)
-            if let receiptID { headers.add("receipt-id", receiptID) }
-            var body = ByteBuffer()
-            if let detail {
-                headers.add("content-type", "text/plain")
-                body.writeString(detail)
-            }
-            self.logger.debug("protocol error", metadata: self.logMetadata.merging(["error": "\(message)"]) { $1 })
-            self.writeFrame(STOMPFrame(.error, headers: headers, body: body))
-            self.close(.protocolError)
+            self.fail(message, receiptID: receiptID, detail: detail)
         }
+    }
+
+    /// Sends ERROR (`message`, `receipt-id` when given, a text body when there is detail), then closes.
+    private func fail(_ message: String, receiptID: String?, detail: String?, extraHeaders: [(String, String)] = []) {
+        var headers: STOMPHeaders = [:]
+        for (name, value) in extraHeaders { headers.add(name, value) }
+        headers.add("message", message)
+        if let receiptID { headers.add("receipt-id", receiptID) }
+        var body = ByteBuffer()
+        if let detail {
+            headers.add("content-type", "text/plain")
+            body.writeString(detail)
+        }
+        self.logger.debug("protocol error", metadata: self.logMetadata.merging(["error": "\(message)"]) { $1 })
+        self.writeFrame(STOMPFrame(.error, headers: headers, body: body))
+        self.close(.protocolError)
     }
 
     private func publish(_ publish: SessionStateMachine.Publish) {
@@ -248,7 +251,7 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
             if now >= deadline {
                 self.logger.info("no CONNECT in time", metadata: self.logMetadata)
                 let milliseconds = self.settings.connectTimeout.nanoseconds / 1_000_000
-                self.perform(.error(message: "no CONNECT frame within \(milliseconds) ms", receiptID: nil, detail: nil))
+                self.fail("no CONNECT frame within \(milliseconds) ms", receiptID: nil, detail: nil)
                 return false
             }
             return true
