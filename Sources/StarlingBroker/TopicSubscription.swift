@@ -18,8 +18,9 @@ public protocol ServerConnection: AnyObject {
 public protocol MessageSink: ServerConnection {
     /// Set by the loop broker while the sink has unflushed deliveries.
     var needsFlush: Bool { get set }
-    /// Writes one MESSAGE for `subscription` without flushing.
-    func deliver(_ message: BrokerMessage, to subscription: TopicSubscription)
+    /// Writes one MESSAGE per message, in order, for `subscription` without flushing. The messages share one
+    /// destination.
+    func deliver(_ messages: ArraySlice<BrokerMessage>, to subscription: TopicSubscription)
     /// Flushes what `deliver` wrote; called once per loop tick for each sink that received something.
     func flushDeliveries()
 }

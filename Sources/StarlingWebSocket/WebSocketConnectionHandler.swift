@@ -31,6 +31,10 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler {
     private var closeTimer: Scheduled<Void>?
     private var didFinish = false
     private var needsFlush = false
+    /// Small messages written since the last flush (see `OutboundBatch`).
+    private var batch = OutboundBatch()
+    /// The channel's allocator, read once (`context.channel` costs a retain and a lookup per call).
+    private var allocator = ByteBufferAllocator()
 
     /// Room in front of compressed output for the largest server frame header (2 + 8 bytes).
     private static let headroom = 10
@@ -66,17 +70,20 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler {
 
     /// Sends one message whose payload is `prefix` followed by `payload`, as a single frame with FIN set.
     ///
-    /// Uncompressed, `payload` is not copied: the frame header and `prefix` go in one small buffer and
-    /// `payload` as a second write, so NIO can `writev` both. Compressed (deflate negotiated and at least
-    /// `minimumSizeToCompress` bytes), both go through the deflater into one buffer with RSV1 set. Does not
-    /// flush. A no-op once closing began.
+    /// A small message (payload up to `OutboundBatch.maxCopiedBytes`) is copied into the connection's batch,
+    /// which goes to the pipeline as one write at `flush`. A larger one is not copied: the frame header and
+    /// `prefix` go in one small buffer and `payload` as a second write, so NIO can `writev` both. Compressed
+    /// (deflate negotiated and at least `minimumSizeToCompress` bytes), the payload goes through the deflater
+    /// (or the loop's shared compressor) and RSV1 is set. Does not flush. A no-op once closing began.
     public func sendMessage(prefix: ByteBuffer?, payload: ByteBuffer, isText: Bool) {
         self.sendMessage(prefix: prefix, payload: payload, isText: isText, promise: nil)
     }
 
     public func flush() {
         self.needsFlush = false
-        self.context?.flush()
+        guard let context = self.context else { return }
+        self.writeBatch(context: context)
+        context.flush()
     }
 
     /// Starts the closing handshake (RFC 6455 §7.1.2): sends Close(code, reason) and flushes, stops delivering
@@ -88,6 +95,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler {
             return
         }
         self.needsFlush = false
+        self.writeBatch(context: context)
         context.writeAndFlush(self.wrapOutboundOut(self.closeFrame(code: code, reason: reason, context: context)), promise: nil)
         self.armCloseTimer(context: context)
     }
@@ -105,7 +113,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler {
         {
             // The payload compressed once for every connection of the loop; the prefix as a stored block before it.
             guard let compressed = shared.compressedPayload(
-                payload, windowBits: deflate.serverMaxWindowBits, allocator: context.channel.allocator
+                payload, windowBits: deflate.serverMaxWindowBits, allocator: self.allocator
             ) else {
                 promise?.fail(ChannelError.ioOnClosedChannel)
                 self.perform(.fail(.compressionUnavailable), context: context)
@@ -113,22 +121,30 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler {
             }
             let stored = prefixLength > 0 ? SharedMessageCompressor.storedBlockOverhead + prefixLength : 0
             let total = stored + compressed.readableBytes
-            var head = context.channel.allocator.buffer(
-                capacity: WebSocketFrameEncoder.headerLength(payloadLength: total, masked: false) + stored
-            )
+            let headLength = WebSocketFrameEncoder.headerLength(payloadLength: total, masked: false) + stored
+            let copied = promise == nil && compressed.readableBytes <= OutboundBatch.maxCopiedBytes
+            if !copied { self.writeBatch(context: context) }
+            var head = copied
+                ? self.batch.take(reserving: headLength + compressed.readableBytes, allocator: self.allocator)
+                : self.allocator.buffer(capacity: headLength)
             WebSocketFrameEncoder.writeFrameHeader(
                 opcode: opcode, fin: true, rsv1: true, payloadLength: total, maskingKey: nil, to: &head
             )
             if let prefix, prefixLength > 0 { SharedMessageCompressor.writeStoredBlock(prefix, to: &head) }
-            context.write(self.wrapOutboundOut(head), promise: nil)
-            context.write(self.wrapOutboundOut(compressed), promise: promise)
+            if copied {
+                head.writeImmutableBuffer(compressed)
+                self.batch.put(head)
+            } else {
+                context.write(self.wrapOutboundOut(head), promise: nil)
+                context.write(self.wrapOutboundOut(compressed), promise: promise)
+            }
             return
         }
         if self.deflate != nil, length >= self.deflateSettings.minimumSizeToCompress {
             // RFC 7692 §6: RSV1 on the (only) frame marks the message compressed.
             guard let deflater = self.makeDeflater(),
                 var compressed = deflater.compress(
-                    prefix: prefix, payload: payload, headroom: Self.headroom, allocator: context.channel.allocator
+                    prefix: prefix, payload: payload, headroom: Self.headroom, allocator: self.allocator
                 ),
                 WebSocketFrameEncoder.prependFrameHeader(opcode: opcode, fin: true, rsv1: true, to: &compressed)
             else {
@@ -137,12 +153,24 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler {
                 self.perform(.fail(.compressionUnavailable), context: context)
                 return
             }
+            self.writeBatch(context: context)
             context.write(self.wrapOutboundOut(compressed), promise: promise)
             return
         }
-        var head = context.channel.allocator.buffer(
-            capacity: WebSocketFrameEncoder.headerLength(payloadLength: length, masked: false) + prefixLength
-        )
+        let headLength = WebSocketFrameEncoder.headerLength(payloadLength: length, masked: false) + prefixLength
+        if promise == nil && payload.readableBytes <= OutboundBatch.maxCopiedBytes {
+            // The usual case: a small message copied into this tick's batch (see `OutboundBatch`).
+            var batch = self.batch.take(reserving: headLength + payload.readableBytes, allocator: self.allocator)
+            WebSocketFrameEncoder.writeFrameHeader(
+                opcode: opcode, fin: true, rsv1: false, payloadLength: length, maskingKey: nil, to: &batch
+            )
+            if let prefix { batch.writeImmutableBuffer(prefix) }
+            batch.writeImmutableBuffer(payload)
+            self.batch.put(batch)
+            return
+        }
+        self.writeBatch(context: context)
+        var head = self.allocator.buffer(capacity: headLength)
         WebSocketFrameEncoder.writeFrameHeader(
             opcode: opcode, fin: true, rsv1: false, payloadLength: length, maskingKey: nil, to: &head
         )
@@ -152,6 +180,14 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler {
         } else {
             context.write(self.wrapOutboundOut(head), promise: nil)
             context.write(self.wrapOutboundOut(payload), promise: promise)
+        }
+    }
+
+    /// Hands this tick's batched messages to the pipeline; called before any write that is not batched, so the
+    /// peer sees frames in the order they were sent.
+    private func writeBatch(context: ChannelHandlerContext) {
+        if let batch = self.batch.drain() {
+            context.write(self.wrapOutboundOut(batch), promise: nil)
         }
     }
 
@@ -169,9 +205,11 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler {
 
     public func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        self.allocator = context.channel.allocator
     }
 
     public func handlerRemoved(context: ChannelHandlerContext) {
+        self.batch.discard()
         self.closeTimer?.cancel()
         self.closeTimer = nil
         self.finish(code: nil)
@@ -200,6 +238,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler {
     }
 
     public func channelInactive(context: ChannelHandlerContext) {
+        self.batch.discard()
         self.closeTimer?.cancel()
         self.closeTimer = nil
         self.finish(code: nil)
@@ -226,6 +265,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler {
         case .sendPong(let payload):
             var frame = context.channel.allocator.buffer(capacity: 2 + payload.readableBytes)
             WebSocketFrameEncoder.writeFrame(opcode: .pong, payload: payload, maskingKey: nil, to: &frame)
+            self.writeBatch(context: context)
             context.write(self.wrapOutboundOut(frame), promise: nil)
             self.needsFlush = true
         case .fail(let error):
@@ -244,6 +284,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler {
     /// Sends a Close and closes TCP once it is written; the close timer bounds the wait for a stuck peer.
     private func sendCloseAndDrop(code: WebSocketCloseCode, reason: String, context: ChannelHandlerContext) {
         self.needsFlush = false
+        self.writeBatch(context: context)
         let written = context.eventLoop.makePromise(of: Void.self)
         context.writeAndFlush(self.wrapOutboundOut(self.closeFrame(code: code, reason: reason, context: context)), promise: written)
         written.futureResult.assumeIsolated().whenComplete { _ in

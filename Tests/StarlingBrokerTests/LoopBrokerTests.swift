@@ -11,11 +11,13 @@ final class RecordingSink: MessageSink {
     var flushes = 0
     var shutdowns = 0
 
-    func deliver(_ message: BrokerMessage, to subscription: TopicSubscription) {
-        var frame = subscription.head
-        var shared = message.shared
-        frame.writeBuffer(&shared)
-        self.delivered.append((subscription.id, message.messageID, String(buffer: frame)))
+    func deliver(_ messages: ArraySlice<BrokerMessage>, to subscription: TopicSubscription) {
+        for message in messages {
+            var frame = subscription.head
+            var shared = message.shared
+            frame.writeBuffer(&shared)
+            self.delivered.append((subscription.id, message.messageID, String(buffer: frame)))
+        }
     }
 
     func flushDeliveries() { self.flushes += 1 }
@@ -60,6 +62,24 @@ struct LoopBrokerTests {
         #expect(near.flushes == 1)
         #expect(far.flushes == 1)
         #expect(far.delivered[0].frame == "MESSAGE\nsubscription:f\ndestination:/topic/a.b\nmessage-id:m1\nx-custom:v\ncontent-length:2\n\nhi\0")
+    }
+
+    @Test("A batch mixing destinations reaches each subscriber in publish order (delivery is subscriber-major per run).")
+    func interleavedDestinationsKeepOrder() throws {
+        let loop = EmbeddedEventLoop()
+        let broker = Broker(eventLoops: [loop])
+        let wildcard = RecordingSink(), onlyB = RecordingSink(), onlyC = RecordingSink()
+        _ = self.subscribe(broker.loops[0], wildcard, id: "w", "/topic/a.*")
+        _ = self.subscribe(broker.loops[0], onlyB, id: "b", "/topic/a.b")
+        _ = self.subscribe(broker.loops[0], onlyC, id: "c", "/topic/a.c")
+        for (index, destination) in ["/topic/a.b", "/topic/a.c", "/topic/a.c", "/topic/a.b", "/topic/a.b"].enumerated() {
+            broker.loops[0].publish(self.message(destination, "m\(index)"), words: try TopicName.publishWords(destination))
+        }
+        loop.run()
+        #expect(wildcard.delivered.map(\.messageID) == ["m0", "m1", "m2", "m3", "m4"])
+        #expect(onlyB.delivered.map(\.messageID) == ["m0", "m3", "m4"])
+        #expect(onlyC.delivered.map(\.messageID) == ["m1", "m2"])
+        #expect(wildcard.flushes == 1 && onlyB.flushes == 1 && onlyC.flushes == 1)
     }
 
     @Test("Unsubscribing stops deliveries and withdraws the loop's interest.")

@@ -65,22 +65,56 @@ struct WebSocketConnectionHandlerTests {
         #expect(outbound.map { Array($0.readableBytesView) } == [[0x8A, 0x03, 1, 2, 3]])
     }
 
-    @Test("sendMessage writes header+prefix and the untouched payload as two buffers without flushing")
-    func sendMessageUncompressed() throws {
+    @Test("Small messages are batched into one buffer written at flush; nothing goes out before the flush")
+    func sendMessageBatched() throws {
         let connection = try Connection()
         let payload = buffer(String(repeating: "p", count: 200))
         connection.handler.sendMessage(prefix: buffer("MESSAGE\n"), payload: payload, isText: true)
+        connection.handler.sendMessage(prefix: nil, payload: buffer("second"), isText: true)
         #expect(try connection.channel.readOutbound(as: ByteBuffer.self) == nil, "nothing before flush")
         connection.handler.flush()
         let outbound = try connection.outboundBuffers()
-        #expect(outbound.count == 2)
-        #expect(Array(outbound[0].readableBytesView) == [0x81, 0x7E, 0x00, 208] + Array("MESSAGE\n".utf8))
-        #expect(outbound[1] == payload)
-        // Zero copy: the second write is the caller's storage.
-        let sameStorage = outbound[1].withUnsafeReadableBytes { written in
-            payload.withUnsafeReadableBytes { original in written.baseAddress == original.baseAddress }
+        #expect(outbound.count == 1)
+        let expected = [0x81, 0x7E, 0x00, 208] + Array("MESSAGE\n".utf8) + Array(payload.readableBytesView)
+            + [0x81, 6] + Array("second".utf8)
+        #expect(Array(outbound[0].readableBytesView) == expected)
+    }
+
+    @Test("A payload above the batch limit is written without copying, after what was batched before it")
+    func sendMessageLargeIsZeroCopyAndOrdered() throws {
+        let connection = try Connection()
+        let large = buffer(String(repeating: "L", count: OutboundBatch.maxCopiedBytes + 1))
+        connection.handler.sendMessage(prefix: nil, payload: buffer("before"), isText: true)
+        connection.handler.sendMessage(prefix: buffer("MESSAGE\n"), payload: large, isText: true)
+        connection.handler.sendMessage(prefix: nil, payload: buffer("after"), isText: true)
+        connection.handler.flush()
+        let outbound = try connection.outboundBuffers()
+        #expect(outbound.count == 4)
+        #expect(Array(outbound[0].readableBytesView) == [0x81, 6] + Array("before".utf8))
+        let length = 8 + large.readableBytes
+        #expect(Array(outbound[1].readableBytesView) == [0x81, 0x7E, UInt8(length >> 8), UInt8(length & 0xFF)] + Array("MESSAGE\n".utf8))
+        #expect(outbound[2] == large)
+        // Zero copy: the third write is the caller's storage.
+        let sameStorage = outbound[2].withUnsafeReadableBytes { written in
+            large.withUnsafeReadableBytes { original in written.baseAddress == original.baseAddress }
         }
         #expect(sameStorage)
+        #expect(Array(outbound[3].readableBytesView) == [0x81, 5] + Array("after".utf8))
+    }
+
+    @Test("Batched messages go out before a pong and before a close frame")
+    func batchedBeforeControlFrames() throws {
+        let connection = try Connection()
+        connection.handler.sendMessage(prefix: nil, payload: buffer("one"), isText: true)
+        try connection.send(clientFrame(.ping, "p"))
+        connection.handler.sendMessage(prefix: nil, payload: buffer("two"), isText: true)
+        connection.handler.close(code: .goingAway, reason: "bye")
+        let frames = try connection.outboundFrames()
+        #expect(frames == [
+            WebSocketFrame(opcode: .text, payload: buffer("one")), WebSocketFrame(opcode: .pong, payload: buffer("p")),
+            WebSocketFrame(opcode: .text, payload: buffer("two")),
+            WebSocketFrame(opcode: .close, payload: closePayload(1001, Array("bye".utf8))),
+        ])
     }
 
     @Test("sendMessage with an empty payload or no prefix is one well-formed frame")

@@ -172,15 +172,20 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
 
     // MARK: MessageSink
 
-    func deliver(_ message: BrokerMessage, to subscription: TopicSubscription) {
+    func deliver(_ messages: ArraySlice<BrokerMessage>, to subscription: TopicSubscription) {
         guard !self.closed, let transport = self.transport else { return }
+        let version = self.version
         if subscription.ackMode == .auto {
-            transport.write(head: subscription.head, body: message.shared(for: self.version), isText: message.isUTF8)
+            for message in messages {
+                transport.write(head: subscription.head, body: message.shared(for: version), isText: message.isUTF8)
+            }
         } else {
-            // Client ack modes need an `ack` header (1.2) naming this delivery: a small per-delivery head.
-            var head = subscription.head
-            STOMPFrameEncoder.writeHeader("ack", message.messageID, to: &head, version: self.version)
-            transport.write(head: head, body: message.shared(for: self.version), isText: message.isUTF8)
+            for message in messages {
+                // Client ack modes need an `ack` header (1.2) naming this delivery: a small per-delivery head.
+                var head = subscription.head
+                STOMPFrameEncoder.writeHeader("ack", message.messageID, to: &head, version: version)
+                transport.write(head: head, body: message.shared(for: version), isText: message.isUTF8)
+            }
         }
         self.wroteSinceTick = true
     }

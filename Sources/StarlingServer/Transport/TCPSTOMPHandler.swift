@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import StarlingBroker
+import StarlingWebSocket
 
 /// STOMP over a plain TCP connection (`--stomp-port`): bytes in to the session, frames out as bytes.
 final class TCPSTOMPHandler: ChannelInboundHandler, STOMPTransport {
@@ -12,6 +13,10 @@ final class TCPSTOMPHandler: ChannelInboundHandler, STOMPTransport {
     private var context: ChannelHandlerContext?
     private var connection: STOMPConnection?
     private var closing = false
+    /// Small frames written since the last flush (see `OutboundBatch`).
+    private var batch = OutboundBatch()
+    /// The channel's allocator, read once (`context.channel` costs a retain and a lookup per call).
+    private var allocator = ByteBufferAllocator()
 
     /// How long a closing connection may take to write its last bytes (ERROR, RECEIPT) before it is dropped.
     static let closeTimeout = TimeAmount.seconds(5)
@@ -23,6 +28,7 @@ final class TCPSTOMPHandler: ChannelInboundHandler, STOMPTransport {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        self.allocator = context.channel.allocator
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -37,6 +43,7 @@ final class TCPSTOMPHandler: ChannelInboundHandler, STOMPTransport {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        self.batch.discard()
         self.connection?.transportClosed()
         self.connection = nil
         self.context = nil
@@ -51,18 +58,36 @@ final class TCPSTOMPHandler: ChannelInboundHandler, STOMPTransport {
 
     func write(head: ByteBuffer?, body: ByteBuffer, isText: Bool) {
         guard let context else { return }
+        let headLength = head?.readableBytes ?? 0
+        if body.readableBytes <= OutboundBatch.maxCopiedBytes {
+            var batch = self.batch.take(reserving: headLength + body.readableBytes, allocator: self.allocator)
+            if let head { batch.writeImmutableBuffer(head) }
+            batch.writeImmutableBuffer(body)
+            self.batch.put(batch)
+            return
+        }
+        self.writeBatch(context: context)
         if let head { context.write(self.wrapOutboundOut(head), promise: nil) }
         context.write(self.wrapOutboundOut(body), promise: nil)
     }
 
-    private static let eol: ByteBuffer = ByteBuffer(string: "\n")
-
     func writeHeartbeat() {
-        self.context?.write(self.wrapOutboundOut(Self.eol), promise: nil)
+        guard let context else { return }
+        var batch = self.batch.take(reserving: 1, allocator: self.allocator)
+        batch.writeInteger(UInt8(ascii: "\n"))
+        self.batch.put(batch)
     }
 
     func flush() {
-        self.context?.flush()
+        guard let context else { return }
+        self.writeBatch(context: context)
+        context.flush()
+    }
+
+    private func writeBatch(context: ChannelHandlerContext) {
+        if let batch = self.batch.drain() {
+            context.write(self.wrapOutboundOut(batch), promise: nil)
+        }
     }
 
     func close(_ reason: TransportCloseReason) {
@@ -70,6 +95,7 @@ final class TCPSTOMPHandler: ChannelInboundHandler, STOMPTransport {
         self.closing = true
         let channel = context.channel
         let timeout = context.eventLoop.scheduleTask(in: Self.closeTimeout) { channel.close(promise: nil) }
+        self.writeBatch(context: context)
         // Close once what is queued (ERROR, RECEIPT) went out: an empty write completes after every write before it.
         let written = context.eventLoop.makePromise(of: Void.self)
         context.writeAndFlush(self.wrapOutboundOut(ByteBuffer()), promise: written)

@@ -5,7 +5,9 @@ import StarlingWebSocket
 /// STOMP over WebSocket: each WebSocket message's payload feeds the session's parser (a frame may span several
 /// messages, several frames may share one), and each STOMP frame goes out as one WebSocket message.
 final class WebSocketSTOMPBridge: WebSocketConnectionDelegate, STOMPTransport {
-    private weak var webSocket: WebSocketConnectionHandler?
+    /// Strong while the connection is open (a weak load per delivery showed in profiles); the handler holds the
+    /// bridge as its delegate until `webSocketConnectionDidClose`, which breaks the cycle from this side too.
+    private var webSocket: WebSocketConnectionHandler?
     private var connection: STOMPConnection?
     private let channel: any Channel
 
@@ -29,6 +31,7 @@ final class WebSocketSTOMPBridge: WebSocketConnectionDelegate, STOMPTransport {
     func webSocketConnectionDidClose(_ connection: WebSocketConnectionHandler, code: WebSocketCloseCode?) {
         self.connection?.transportClosed()
         self.connection = nil
+        self.webSocket = nil
     }
 
     // MARK: STOMPTransport
