@@ -5,10 +5,12 @@ public final class Broker: Sendable {
     public let loops: [LoopBroker]
     public let interest: InterestTable
 
-    public init(eventLoops: [any EventLoop]) {
+    public init(eventLoops: [any EventLoop], queuePolicy: QueuePolicy = QueuePolicy()) {
         precondition(!eventLoops.isEmpty)
         self.interest = InterestTable(loopCount: eventLoops.count)
-        self.loops = eventLoops.enumerated().map { LoopBroker(index: $0.offset, eventLoop: $0.element, loopCount: eventLoops.count) }
+        self.loops = eventLoops.enumerated().map {
+            LoopBroker(index: $0.offset, eventLoop: $0.element, loopCount: eventLoops.count, queuePolicy: queuePolicy)
+        }
         for loop in self.loops { loop.broker = self }
     }
 
@@ -23,6 +25,13 @@ public final class Broker: Sendable {
         for loop in self.loops {
             loop.eventLoop.execute { loop.shutdownConnections() }
         }
+    }
+
+    /// Ready, unacknowledged and consumer counts of queue `destination` (hops to its owning loop); nil when the queue
+    /// holds nothing and has no consumer.
+    public func queueStats(_ destination: String) async throws -> (ready: Int, unacked: Int, consumers: Int)? {
+        let owner = self.loops[self.loops[0].queueOwner(destination)]
+        return try await owner.eventLoop.submit { owner.queueStats(destination) }.get()
     }
 
     /// Registered connections on all loops (hops to each loop).

@@ -22,14 +22,17 @@ public final class LoopBroker: @unchecked Sendable {
     private var dirty: [MessageSink] = []
     private var connections: [ObjectIdentifier: any ServerConnection] = [:]
     private var scratch: [TopicSubscription] = []
+    /// The queues this loop owns, and queue traffic to and from other loops.
+    private(set) var queueHost: QueueHost!
 
     /// Caches are dropped when they grow past this many destinations (bounded memory under many topics).
     static let cacheLimit = 8192
 
-    init(index: Int, eventLoop: any EventLoop, loopCount: Int) {
+    init(index: Int, eventLoop: any EventLoop, loopCount: Int, queuePolicy: QueuePolicy) {
         self.index = index
         self.eventLoop = eventLoop
         self.outbox = Array(repeating: [], count: loopCount)
+        self.queueHost = QueueHost(loop: self, loopCount: loopCount, policy: queuePolicy)
     }
 
     // MARK: connections
@@ -150,6 +153,14 @@ public final class LoopBroker: @unchecked Sendable {
         self.flushDirty()
     }
 
+    /// Marks `sink` as having unflushed writes, flushed by the next `flushDirty`.
+    func markDirty(_ sink: MessageSink) {
+        if !sink.needsFlush {
+            sink.needsFlush = true
+            self.dirty.append(sink)
+        }
+    }
+
     /// Marks `sink` as having unflushed writes (replies, heart-beats) and flushes it at the end of this loop tick,
     /// together with everything else written in the tick.
     public func scheduleFlush(_ sink: MessageSink) {
@@ -175,6 +186,61 @@ public final class LoopBroker: @unchecked Sendable {
             sink.needsFlush = false
             sink.flushDeliveries()
         }
+    }
+
+    // MARK: queues
+
+    /// Sends `enqueue` to the loop owning its queue; the outcome comes back through `enqueueFinished` when
+    /// `enqueue.reply` asks for it.
+    public func enqueue(_ enqueue: QueueEnqueue) {
+        self.eventLoop.assertInEventLoop()
+        self.queueHost.postToOwner(.enqueue(enqueue), destination: enqueue.destination)
+    }
+
+    /// Adds a consumer to the queue `destination`; deliveries come through `sink.deliver(_:to:)` on this loop.
+    public func subscribeQueue(
+        id: String, destination: String, ackMode: AckMode, prefetch: Int?, version: STOMPVersion, sink: MessageSink
+    ) -> QueueSubscription {
+        self.eventLoop.assertInEventLoop()
+        let subscription = QueueSubscription(
+            id: id, destination: destination, ackMode: ackMode, prefetch: prefetch ?? self.queueHost.policy.defaultPrefetch,
+            consumerID: self.queueHost.makeConsumerID(), loopIndex: self.index, version: version, sink: sink
+        )
+        self.queueHost.postToOwner(.addConsumer(subscription), destination: destination)
+        return subscription
+    }
+
+    /// Removes the consumer; its unacknowledged messages go back to the queue (redelivered to others).
+    public func unsubscribeQueue(_ subscription: QueueSubscription) {
+        self.eventLoop.assertInEventLoop()
+        guard subscription.isActive else { return }
+        subscription.isActive = false
+        self.queueHost.postToOwner(
+            .removeConsumer(destination: subscription.destination, consumerID: subscription.consumerID),
+            destination: subscription.destination
+        )
+    }
+
+    /// ACK (or an `auto` delivery written): the queue forgets these deliveries.
+    public func acknowledge(_ tags: [UInt64], queue destination: String) {
+        guard !tags.isEmpty else { return }
+        self.queueHost.postToOwner(.acknowledge(destination: destination, tags: tags), destination: destination)
+    }
+
+    /// NACK: back to the queue (`requeue`) or to its dead-letter queue.
+    public func reject(_ tags: [UInt64], queue destination: String, requeue: Bool) {
+        guard !tags.isEmpty else { return }
+        self.queueHost.postToOwner(.reject(destination: destination, tags: tags, requeue: requeue), destination: destination)
+    }
+
+    /// Ready, unacknowledged and consumer counts of a queue this loop owns (nil when it does not hold it).
+    public func queueStats(_ destination: String) -> (ready: Int, unacked: Int, consumers: Int)? {
+        self.queueHost.queueStats(destination)
+    }
+
+    /// The index of the loop that owns queue `destination`.
+    public func queueOwner(_ destination: String) -> Int {
+        self.queueHost.owner(of: destination)
     }
 
     private func localSubscribers(_ destination: String) -> [TopicSubscription] {

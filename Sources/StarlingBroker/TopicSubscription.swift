@@ -21,6 +21,10 @@ public protocol MessageSink: ServerConnection {
     /// Writes one MESSAGE per message, in order, for `subscription` without flushing. The messages share one
     /// destination.
     func deliver(_ messages: ArraySlice<BrokerMessage>, to subscription: TopicSubscription)
+    /// Writes the MESSAGE of one queue delivery for `subscription` without flushing.
+    func deliver(_ dispatch: QueueDispatch, to subscription: QueueSubscription)
+    /// The outcome of an enqueue that asked for one (`QueueReply`): accepted, or refused with a reason.
+    func enqueueFinished(token: UInt64, refusal: String?)
     /// Flushes what `deliver` wrote; called once per loop tick for each sink that received something.
     func flushDeliveries()
 }

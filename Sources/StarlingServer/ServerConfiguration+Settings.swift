@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import StarlingBroker
 
 /// The named settings of the command-line contract (DESIGN.md): each is a flag `--name`, an environment variable
 /// `STARLING_NAME` (upper case, `-` -> `_`) and a top-level key `name = value` of the `--config` file.
@@ -35,6 +36,14 @@ extension ServerConfiguration {
         ("deflate-context-takeover", "on = one compressor per connection keeping its window; off = server_no_context_takeover, one shared compressor per event loop (default off)"),
         ("deflate-client-context-takeover", "on = clients may keep their window (an inflater per connection); off = answer client_no_context_takeover (default off)"),
         ("shutdown-timeout-ms", "how long shutdown waits for clients to close (default 5000)"),
+        ("queue-prefetch", "unacknowledged messages per queue consumer when SUBSCRIBE has no prefetch-count (default 100; 0 = unlimited)"),
+        ("queue-max-deliveries", "deliveries of a queue message before it goes to the dead-letter queue (default 5)"),
+        ("queue-max-length", "ready messages a queue holds at most (default 100000)"),
+        ("queue-max-bytes", "body bytes of ready messages a queue holds at most (default 268435456)"),
+        ("queue-overflow", "full queue: reject-publish (ERROR to the producer) | drop-head (oldest to the dead-letter queue) (default reject-publish)"),
+        ("queue-ttl-ms", "time to live of queue messages without expires/ttl/expiration headers, in ms (default 0 = forever)"),
+        ("queue-expired", "expired queue messages: dead-letter | drop (default dead-letter)"),
+        ("dead-letter-suffix", "the dead-letter queue of /queue/x is /queue/x + this (default .dlq)"),
     ]
 
     /// Applies one setting given as text. Throws naming the setting when the value is wrong.
@@ -75,6 +84,28 @@ extension ServerConfiguration {
         case "deflate-window-bits": self.webSocket.deflateWindowBits = try integer(9...15)
         case "deflate-memory-level": self.webSocket.deflateMemoryLevel = try integer(1...9)
         case "shutdown-timeout-ms": self.shutdownTimeout = .milliseconds(Int64(try integer(0...600_000)))
+        case "queue-prefetch": self.queues.defaultPrefetch = try integer(0...1_000_000)
+        case "queue-max-deliveries": self.queues.maxDeliveries = try integer(1...1_000_000)
+        case "queue-max-length": self.queues.maxLength = try integer(1...100_000_000)
+        case "queue-max-bytes": self.queues.maxBytes = try integer(1024...(64 << 30))
+        case "queue-overflow":
+            guard let overflow = QueuePolicy.Overflow(rawValue: value) else {
+                throw SettingError("queue-overflow: expected reject-publish or drop-head, got '\(value)'")
+            }
+            self.queues.overflow = overflow
+        case "queue-ttl-ms":
+            let ttl = try integer(0...(365 * 86_400_000))
+            self.queues.defaultTTL = ttl == 0 ? nil : Int64(ttl)
+        case "queue-expired":
+            guard let action = QueuePolicy.ExpiredAction(rawValue: value) else {
+                throw SettingError("queue-expired: expected dead-letter or drop, got '\(value)'")
+            }
+            self.queues.expiredAction = action
+        case "dead-letter-suffix":
+            guard !value.isEmpty, !value.contains("/"), QueueName.problem("/queue/x" + value) == nil else {
+                throw SettingError("dead-letter-suffix: expected a non-empty suffix without '/', '*', '#' or control characters, got '\(value)'")
+            }
+            self.queues.deadLetterSuffix = value
         default: throw SettingError("unknown setting '\(name)'")
         }
     }

@@ -1,4 +1,5 @@
 import NIOCore
+import StarlingBroker
 import StarlingSTOMP
 import StarlingWebSocket
 
@@ -21,6 +22,8 @@ public struct ServerConfiguration: Sendable {
     public var limits = Limits()
     public var heartbeat = Heartbeat()
     public var webSocket = WebSocketSettings()
+    /// How every `/queue/` behaves (one policy for all queues for now).
+    public var queues = QueuePolicy()
     /// How long shutdown waits for clients to finish the closing handshakes before dropping them.
     public var shutdownTimeout = TimeAmount.seconds(5)
 

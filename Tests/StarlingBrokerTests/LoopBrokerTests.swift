@@ -20,6 +20,15 @@ final class RecordingSink: MessageSink {
         }
     }
 
+    var queueDeliveries: [(subscription: String, tag: UInt64, messageID: String, deliveryCount: Int)] = []
+    var enqueueOutcomes: [(token: UInt64, refusal: String?)] = []
+
+    func deliver(_ dispatch: QueueDispatch, to subscription: QueueSubscription) {
+        self.queueDeliveries.append((subscription.id, dispatch.tag, dispatch.message.message.messageID, dispatch.message.deliveryCount))
+    }
+
+    func enqueueFinished(token: UInt64, refusal: String?) { self.enqueueOutcomes.append((token, refusal)) }
+
     func flushDeliveries() { self.flushes += 1 }
     func serverIsShuttingDown() { self.shutdowns += 1 }
 }

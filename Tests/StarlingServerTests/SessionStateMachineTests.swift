@@ -92,9 +92,9 @@ struct SessionStateMachineTests {
     func subscribe() {
         var machine = self.connected()
         #expect(machine.receive(self.frame(.subscribe, [("destination", "/topic/a"), ("id", "1"), ("receipt", "r")]))
-            == .subscribe(id: "1", destination: "/topic/a", ackMode: .auto, receipt: "r"))
+            == .subscribe(id: "1", destination: "/topic/a", ackMode: .auto, prefetch: nil, receipt: "r"))
         #expect(machine.receive(self.frame(.subscribe, [("destination", "/topic/b.*"), ("id", "2"), ("ack", "client-individual")]))
-            == .subscribe(id: "2", destination: "/topic/b.*", ackMode: .clientIndividual, receipt: nil))
+            == .subscribe(id: "2", destination: "/topic/b.*", ackMode: .clientIndividual, prefetch: nil, receipt: nil))
         guard case .error(let message, _, _) = machine.receive(self.frame(.subscribe, [("destination", "/topic/c"), ("id", "3")])) else {
             Issue.record("expected ERROR for the third subscription")
             return
@@ -116,7 +116,7 @@ struct SessionStateMachineTests {
     func subscribe10() {
         var machine = self.connected("1.0")
         #expect(machine.receive(self.frame(.subscribe, [("destination", "/topic/a")]))
-            == .subscribe(id: "/topic/a", destination: "/topic/a", ackMode: .auto, receipt: nil))
+            == .subscribe(id: "/topic/a", destination: "/topic/a", ackMode: .auto, prefetch: nil, receipt: nil))
         #expect(machine.receive(self.frame(.unsubscribe, [("destination", "/topic/a")])) == .unsubscribe(id: "/topic/a", receipt: nil))
     }
 
@@ -131,16 +131,57 @@ struct SessionStateMachineTests {
         #expect(receiptID == "7")
     }
 
+    @Test("SEND to a queue checks its expiry headers; the earliest expiry wins.")
+    func queueExpiry() {
+        for (name, value) in [("ttl", "-1"), ("expires", "soon"), ("expiration", "1.5")] {
+            var machine = self.connected()
+            guard case .error(let message, _, _) = machine.receive(self.frame(.send, [("destination", "/queue/q"), (name, value)])) else {
+                Issue.record("expected ERROR for \(name):\(value)")
+                continue
+            }
+            #expect(message.contains(name))
+        }
+        var machine = self.connected()
+        guard case .execute(let work, _) = machine.receive(self.frame(.send, [("destination", "/queue/q"), ("ttl", "500")])),
+            case .publish(let publish) = work.first
+        else {
+            Issue.record("expected the SEND to be accepted")
+            return
+        }
+        #expect(SessionStateMachine.expiry(of: publish.headers, now: 1_000) == 1_500)
+        var both = STOMPHeaders()
+        both.add("expires", "1200")
+        both.add("ttl", "500")
+        #expect(SessionStateMachine.expiry(of: both, now: 1_000) == 1_200)
+        #expect(SessionStateMachine.expiry(of: ["expires": "0"], now: 1_000) == nil)
+        #expect(SessionStateMachine.expiry(of: [:], now: 1_000) == nil)
+    }
+
+    @Test("SUBSCRIBE reads prefetch-count (or activemq.prefetchSize) and rejects bad values.")
+    func prefetch() {
+        var machine = self.connected()
+        #expect(machine.receive(self.frame(.subscribe, [("destination", "/queue/q"), ("id", "1"), ("prefetch-count", "7")]))
+            == .subscribe(id: "1", destination: "/queue/q", ackMode: .auto, prefetch: 7, receipt: nil))
+        #expect(machine.receive(self.frame(.subscribe, [("destination", "/queue/q"), ("id", "2"), ("activemq.prefetchSize", "0")]))
+            == .subscribe(id: "2", destination: "/queue/q", ackMode: .auto, prefetch: 0, receipt: nil))
+        var bad = self.connected()
+        guard case .error(let message, _, _) = bad.receive(self.frame(.subscribe, [("destination", "/queue/q"), ("id", "1"), ("prefetch-count", "-3")])) else {
+            Issue.record("expected ERROR")
+            return
+        }
+        #expect(message.contains("prefetch-count"))
+    }
+
     @Test("SEND publishes to topics and refuses wildcards, unknown and unsupported destinations.")
     func send() {
         var machine = self.connected()
         let action = machine.receive(STOMPFrame(.send, headers: ["destination": "/topic/a.b"], body: ByteBuffer(string: "x")))
-        guard case .publish(let publishes, nil) = action else {
+        guard case .execute(let work, nil) = action, case .publish(let publish) = work.first, work.count == 1 else {
             Issue.record("expected publish, got \(action)")
             return
         }
-        #expect(publishes.map(\.destination) == ["/topic/a.b"])
-        for destination in ["/topic/a.*", "/queue/q", "/elsewhere", "/topic/"] {
+        #expect(publish.destination == "/topic/a.b")
+        for destination in ["/topic/a.*", "/queue/", "/queue/a*", "/temp-queue/x", "/elsewhere", "/topic/"] {
             var fresh = self.connected()
             guard case .error(let message, _, _) = fresh.receive(self.frame(.send, [("destination", destination)])) else {
                 Issue.record("expected ERROR for \(destination)")
@@ -156,11 +197,18 @@ struct SessionStateMachineTests {
         #expect(machine.receive(self.frame(.begin, [("transaction", "t"), ("receipt", "b")])) == .receipt("b"))
         #expect(machine.receive(self.frame(.send, [("destination", "/topic/a"), ("transaction", "t")])) == .receipt(nil))
         #expect(machine.receive(self.frame(.send, [("destination", "/topic/b"), ("transaction", "t")])) == .receipt(nil))
-        guard case .publish(let publishes, let receipt) = machine.receive(self.frame(.commit, [("transaction", "t"), ("receipt", "c")])) else {
-            Issue.record("expected publish on COMMIT")
+        #expect(machine.receive(self.frame(.nack, [("id", "q1"), ("transaction", "t"), ("requeue", "false")])) == .receipt(nil))
+        guard case .execute(let work, let receipt) = machine.receive(self.frame(.commit, [("transaction", "t"), ("receipt", "c")])) else {
+            Issue.record("expected the transaction's work on COMMIT")
             return
         }
-        #expect(publishes.map(\.destination) == ["/topic/a", "/topic/b"])
+        #expect(work.count == 3)
+        if case .publish(let first) = work[0], case .publish(let second) = work[1] {
+            #expect([first.destination, second.destination] == ["/topic/a", "/topic/b"])
+        } else {
+            Issue.record("expected two publishes first")
+        }
+        #expect(work[2] == .acknowledge(.init(id: "q1", subscription: nil, positive: false, requeue: false)))
         #expect(receipt == "c")
         #expect(machine.receive(self.frame(.begin, [("transaction", "u")])) == .receipt(nil))
         #expect(machine.receive(self.frame(.abort, [("transaction", "u")])) == .receipt(nil))
@@ -173,13 +221,20 @@ struct SessionStateMachineTests {
     @Test("ACK needs id in 1.2 and message-id plus subscription in 1.1.")
     func ack() {
         var v12 = self.connected()
-        #expect(v12.receive(self.frame(.ack, [("id", "m1"), ("receipt", "a")])) == .receipt("a"))
+        #expect(v12.receive(self.frame(.ack, [("id", "m1"), ("receipt", "a")]))
+            == .execute([.acknowledge(.init(id: "m1", subscription: nil, positive: true))], receipt: "a"))
         guard case .error = v12.receive(self.frame(.nack, [("message-id", "m1")])) else {
             Issue.record("expected ERROR for a 1.2 NACK without id")
             return
         }
         var v11 = self.connected("1.1")
-        #expect(v11.receive(self.frame(.ack, [("message-id", "m1"), ("subscription", "s")])) == .receipt(nil))
+        #expect(v11.receive(self.frame(.ack, [("message-id", "m1"), ("subscription", "s")]))
+            == .execute([.acknowledge(.init(id: "m1", subscription: "s", positive: true))], receipt: nil))
+        var badRequeue = self.connected()
+        guard case .error = badRequeue.receive(self.frame(.nack, [("id", "m1"), ("requeue", "maybe")])) else {
+            Issue.record("expected ERROR for requeue:maybe")
+            return
+        }
     }
 
     @Test("DISCONNECT answers its receipt and closes; server frames from a client are errors.")

@@ -124,14 +124,15 @@ def test_connections_with_workers(server, tmp_path):
     assert result["connections"]["opened"] == 100
 
 
-def test_queue_against_starling_is_a_refused_target(server, tmp_path):
-    """queue: Starling has no /queue/ destinations yet, so its ERROR is reported and the exit status is 3."""
+@pytest.mark.parametrize("ack", ["auto", "client-individual"])
+def test_queue_competing_consumers(server, tmp_path, ack):
+    """queue: 2 producers, 3 competing consumers on 2 queues: every message reaches exactly one consumer."""
     code, result, text = run_loadtest(
-        tmp_path, "queue", "--url", server.ws_url, "--producers", "1", "--consumers", "2", "--duration", "1",
-        "--warmup", "0")
-    assert code == 3, f"exit {code}:\n{text}"
-    assert "not supported" in text, text
-    assert result is not None and any("not supported" in e for e in result["errors"]), result
+        tmp_path, "queue", "--url", server.ws_url, "--producers", "2", "--consumers", "3", "--queues", "2",
+        "--rate", "400", "--ack", ack, "--duration", "2", "--warmup", "0.5")
+    assert_clean(code, result, text, "queue")
+    assert result["delivered"] == result["sent"] > 0
+    assert result["duplicated"] == 0
 
 
 def test_closed_port_is_a_refused_target(tmp_path):

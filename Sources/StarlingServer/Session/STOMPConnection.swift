@@ -26,6 +26,9 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
     private let settings: Settings
     private let logger: Logger
     private var subscriptions: [String: TopicSubscription] = [:]
+    /// Topic subscriptions with a client ack mode: ACKs for their deliveries are accepted (and need nothing).
+    private var clientAckTopicSubscriptions = 0
+    private var queue = QueueState()
     private var version = STOMPVersion.v1_2
     private var messageCounter: UInt64 = 0
     private var closed = false
@@ -89,23 +92,31 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
             self.parser.version = version
             self.writeFrame(frame)
             self.startHeartbeats(heartbeat)
-        case .subscribe(let id, let destination, let ackMode, let receipt):
+        case .subscribe(let id, let destination, let ackMode, let prefetch, let receipt):
+            if destination.hasPrefix(QueueName.prefix) {
+                self.subscribeQueue(id: id, destination: destination, ackMode: ackMode, prefetch: prefetch)
+                self.sendReceipt(receipt)
+                return
+            }
             // The state machine validated the destination; a failure here is a bug, not a client error.
             guard let words = try? TopicName.patternWords(destination) else { return }
             let subscription = TopicSubscription(
                 id: id, destination: destination, words: words, ackMode: ackMode, version: self.version, sink: self
             )
             self.subscriptions[id] = subscription
+            if ackMode != .auto { self.clientAckTopicSubscriptions += 1 }
             self.loop.subscribe(subscription)
             self.sendReceipt(receipt)
         case .unsubscribe(let id, let receipt):
             if let subscription = self.subscriptions.removeValue(forKey: id) {
+                if subscription.ackMode != .auto { self.clientAckTopicSubscriptions -= 1 }
                 self.loop.unsubscribe(subscription)
+            } else {
+                self.unsubscribeQueue(id: id)
             }
             self.sendReceipt(receipt)
-        case .publish(let publishes, let receipt):
-            for publish in publishes { self.publish(publish) }
-            self.sendReceipt(receipt)
+        case .execute(let work, let receipt):
+            self.execute(work, receipt: receipt)
         case .receipt(let receipt):
             self.sendReceipt(receipt)
         case .disconnect(let receipt):
@@ -140,8 +151,31 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
         self.close(.protocolError)
     }
 
-    private func publish(_ publish: SessionStateMachine.Publish) {
-        guard let words = try? TopicName.publishWords(publish.destination) else { return }
+    /// Carries out a SEND, ACK/NACK or COMMIT, then answers `receipt`: at once, or once every queue that got a
+    /// message accepted it (a refusal is an ERROR with the receipt id instead).
+    private func execute(_ work: [SessionStateMachine.Work], receipt: String?) {
+        let queueSends = work.reduce(0) { count, item in
+            if case .publish(let publish) = item, publish.destination.hasPrefix(QueueName.prefix) { return count + 1 }
+            return count
+        }
+        var token: UInt64 = 0
+        if queueSends > 0 {
+            token = self.queue.makeToken()
+            if let receipt { self.queue.receiptWaits[token] = (receipt, queueSends) }
+        }
+        for item in work {
+            guard !self.closed else { return }
+            switch item {
+            case .publish(let publish):
+                self.publish(publish, token: token, wantsReceipt: receipt != nil)
+            case .acknowledge(let acknowledge):
+                guard self.acknowledge(acknowledge, receipt: receipt) else { return }
+            }
+        }
+        if queueSends == 0 { self.sendReceipt(receipt) }
+    }
+
+    private func publish(_ publish: SessionStateMachine.Publish, token: UInt64, wantsReceipt: Bool) {
         self.messageCounter &+= 1
         let message = BrokerMessage(
             destination: publish.destination,
@@ -150,7 +184,119 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
             body: publish.body,
             allocator: self.settings.allocator
         )
+        if publish.destination.hasPrefix(QueueName.prefix) {
+            let reply = QueueReply(loopIndex: self.loop.index, sink: self, token: token, wantsSuccess: wantsReceipt)
+            let expiresAt = SessionStateMachine.expiry(of: publish.headers, now: WallClock.milliseconds())
+            self.loop.enqueue(QueueEnqueue(destination: publish.destination, message: message, expiresAt: expiresAt, reply: reply))
+            return
+        }
+        guard let words = try? TopicName.publishWords(publish.destination) else { return }
         self.loop.publish(message, words: words)
+    }
+
+    func enqueueFinished(token: UInt64, refusal: String?) {
+        guard !self.closed else { return }
+        let wait = self.queue.receiptWaits[token]
+        if let refusal {
+            self.queue.receiptWaits[token] = nil
+            self.fail(refusal, receiptID: wait?.receipt, detail: nil)
+            return
+        }
+        guard var wait else { return }
+        wait.remaining -= 1
+        if wait.remaining == 0 {
+            self.queue.receiptWaits[token] = nil
+            self.sendReceipt(wait.receipt)
+        } else {
+            self.queue.receiptWaits[token] = wait
+        }
+    }
+
+    // MARK: queues
+
+    private func subscribeQueue(id: String, destination: String, ackMode: AckMode, prefetch: Int?) {
+        let subscription = self.loop.subscribeQueue(
+            id: id, destination: destination, ackMode: ackMode, prefetch: prefetch, version: self.version, sink: self
+        )
+        self.queue.consumers[id] = QueueState.Consumer(subscription: subscription)
+    }
+
+    private func unsubscribeQueue(id: String) {
+        guard let consumer = self.queue.consumers.removeValue(forKey: id) else { return }
+        let subscription = consumer.subscription
+        // What `auto` already wrote is settled first, so the queue does not hand it out again.
+        if subscription.ackMode == .auto { self.settleAutoDeliveries() }
+        for ackID in consumer.unacknowledged { self.queue.forget(ackID) }
+        self.queue.forgetAll(of: subscription)
+        self.loop.unsubscribeQueue(subscription)
+    }
+
+    func deliver(_ dispatch: QueueDispatch, to subscription: QueueSubscription) {
+        guard !self.closed, let transport = self.transport, self.queue.consumers[subscription.id]?.subscription === subscription
+        else {
+            return
+        }
+        let version = self.version
+        let message = dispatch.message.message
+        var head = subscription.head
+        if subscription.ackMode == .auto {
+            self.queue.autoSettles[subscription.destination, default: []].append(dispatch.tag)
+        } else {
+            let ackID = self.queue.record(dispatch, subscription: subscription, messageID: message.messageID)
+            if subscription.ackMode == .client { self.queue.consumers[subscription.id]?.unacknowledged.append(ackID) }
+            if version == .v1_2 { STOMPFrameEncoder.writeHeader("ack", ackID, to: &head, version: version) }
+        }
+        if dispatch.message.deliveryCount > 1 { head.writeString("redelivered:true\n") }
+        head.writeString("x-delivery-count:")
+        head.writeString(String(dispatch.message.deliveryCount))
+        head.writeInteger(UInt8(ascii: "\n"))
+        transport.write(head: head, body: message.shared(for: version), isText: message.isUTF8)
+        self.wroteSinceTick = true
+    }
+
+    /// ACK or NACK. Returns false when it was refused (ERROR sent, connection closing).
+    private func acknowledge(_ acknowledge: SessionStateMachine.Acknowledge, receipt: String?) -> Bool {
+        let ackID = self.version == .v1_2 ? acknowledge.id : self.queue.ackIDsByMessageID[acknowledge.id]
+        guard let ackID, let pending = self.queue.pending[ackID] else {
+            // Topic deliveries need no acknowledgement: accept ACK/NACK for them when a client-ack topic
+            // subscription could have produced the id.
+            if self.clientAckTopicSubscriptions > 0 { return true }
+            let name = self.version == .v1_2 ? "ack id" : "message-id"
+            self.fail(
+                "\(acknowledge.positive ? "ACK" : "NACK") for unknown \(name) '\(acknowledge.id)': no unacknowledged message "
+                    + "has it on this connection (already acknowledged, or never delivered here)",
+                receiptID: receipt, detail: nil
+            )
+            return false
+        }
+        let subscription = pending.subscription
+        var tags: [UInt64] = []
+        if subscription.ackMode == .client, var consumer = self.queue.consumers[subscription.id] {
+            // Cumulative: this delivery and every earlier one of the subscription.
+            while let first = consumer.unacknowledged.first {
+                consumer.unacknowledged.removeFirst()
+                if let entry = self.queue.forget(first) { tags.append(entry.tag) }
+                if first == ackID { break }
+            }
+            self.queue.consumers[subscription.id] = consumer
+        } else if let entry = self.queue.forget(ackID) {
+            tags.append(entry.tag)
+        }
+        if acknowledge.positive {
+            self.loop.acknowledge(tags, queue: subscription.destination)
+        } else {
+            self.loop.reject(tags, queue: subscription.destination, requeue: acknowledge.requeue)
+        }
+        return true
+    }
+
+    /// Tells the queues that what `auto` subscriptions wrote is done with, freeing their consumers' credit. Held
+    /// back while the socket is not writable, so a slow `auto` consumer stops getting messages instead of
+    /// buffering them.
+    private func settleAutoDeliveries() {
+        guard !self.queue.autoSettles.isEmpty else { return }
+        for (destination, tags) in self.queue.autoSettles { self.loop.acknowledge(tags, queue: destination) }
+        self.queue.autoSettles.removeAll(keepingCapacity: true)
     }
 
     private func sendReceipt(_ receipt: String?) {
@@ -193,7 +339,13 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
     func flushDeliveries() {
         guard !self.closed, let transport = self.transport else { return }
         transport.flush()
-        if !transport.isWritable {
+        if transport.isWritable {
+            self.settleAutoDeliveries()
+        } else if !self.queue.autoSettles.isEmpty {
+            // Settled by the clock once the socket drains (`clockTick`).
+            self.clock.add(self)
+        }
+        if !transport.isWritable && !self.subscriptions.isEmpty {
             // Past the outbound budget after a flush: the client is not reading. DESIGN.md: disconnect, with ERROR.
             self.logger.info("slow consumer disconnected", metadata: self.logMetadata)
             var headers: STOMPHeaders = [:]
@@ -230,6 +382,9 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
         self.clock.remove(self)
         for subscription in self.subscriptions.values { self.loop.unsubscribe(subscription) }
         self.subscriptions.removeAll()
+        // Unacknowledged queue messages (and `auto` ones not yet settled) go back to their queues.
+        for consumer in self.queue.consumers.values { self.loop.unsubscribeQueue(consumer.subscription) }
+        self.queue = QueueState()
         self.loop.unregister(self)
         self.transport = nil
     }
@@ -266,6 +421,7 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
             self.close(.heartbeatTimeout)
             return false
         }
+        if !self.queue.autoSettles.isEmpty, transport.isWritable { self.settleAutoDeliveries() }
         if let period = self.sendPeriod, now >= self.nextSendCheck {
             if !self.wroteSinceTick {
                 transport.writeHeartbeat()
@@ -274,6 +430,6 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
             self.wroteSinceTick = false
             self.nextSendCheck = now + period
         }
-        return self.sendPeriod != nil || self.receiveTimeout != nil
+        return self.sendPeriod != nil || self.receiveTimeout != nil || !self.queue.autoSettles.isEmpty
     }
 }

@@ -38,14 +38,30 @@ struct SessionStateMachine {
         var body: ByteBuffer
     }
 
+    /// An ACK (`positive`) or NACK. `id` is the MESSAGE's `ack` header (1.2) or its `message-id` (1.0/1.1).
+    struct Acknowledge: Equatable {
+        var id: String
+        var subscription: String?
+        var positive: Bool
+        /// NACK only: false (`requeue:false`) sends the message to the dead-letter queue at once.
+        var requeue = true
+    }
+
+    /// What a SEND, ACK, NACK or COMMIT asks the connection to do, in order.
+    enum Work: Equatable {
+        case publish(Publish)
+        case acknowledge(Acknowledge)
+    }
+
     enum Action: Equatable {
         /// Send CONNECTED, switch the parser to `version`, start heart-beats.
         case connected(STOMPFrame, version: STOMPVersion, heartbeat: NegotiatedHeartbeat)
-        case subscribe(id: String, destination: String, ackMode: AckMode, receipt: String?)
+        /// `prefetch`: the SUBSCRIBE's `prefetch-count` (or `activemq.prefetchSize`), for queues.
+        case subscribe(id: String, destination: String, ackMode: AckMode, prefetch: Int?, receipt: String?)
         case unsubscribe(id: String, receipt: String?)
-        /// Publish in order (a SEND, or a COMMIT's SENDs), then the receipt if any.
-        case publish([Publish], receipt: String?)
-        /// Nothing to do but answer the receipt (ACK/NACK on topics, BEGIN, ABORT, ...).
+        /// Carry out in order (a SEND, an ACK/NACK, or a COMMIT's frames), then answer the receipt if any.
+        case execute([Work], receipt: String?)
+        /// Nothing to do but answer the receipt (BEGIN, ABORT, a SEND or ACK inside a transaction).
         case receipt(String?)
         /// Send RECEIPT (if any), then close gracefully.
         case disconnect(receipt: String?)
@@ -64,7 +80,7 @@ struct SessionStateMachine {
     private var state = State.awaitingConnect
     private let configuration: Configuration
     private var subscriptions: [String: String] = [:]  // id -> destination
-    private var transactions: [String: [Publish]] = [:]
+    private var transactions: [String: [Work]] = [:]
 
     init(configuration: Configuration) {
         self.configuration = configuration
@@ -167,10 +183,10 @@ struct SessionStateMachine {
             return .receipt(receipt)
         case .commit:
             guard let id = frame.headers["transaction"] else { return self.missing("transaction", frame, receipt) }
-            guard let sends = self.transactions.removeValue(forKey: id) else {
+            guard let work = self.transactions.removeValue(forKey: id) else {
                 return self.fail("unknown transaction '\(id)'", receipt: receipt)
             }
-            return .publish(sends, receipt: receipt)
+            return .execute(work, receipt: receipt)
         case .abort:
             guard let id = frame.headers["transaction"] else { return self.missing("transaction", frame, receipt) }
             guard self.transactions.removeValue(forKey: id) != nil else {
@@ -194,18 +210,24 @@ struct SessionStateMachine {
         if let problem = Self.destinationProblem(destination, publishing: true) {
             return self.fail(problem, receipt: receipt)
         }
-        let publish = Publish(destination: destination, headers: frame.headers, body: frame.body)
-        if let transaction = frame.headers["transaction"] {
-            guard self.transactions[transaction] != nil else {
-                return self.fail("unknown transaction '\(transaction)'", receipt: receipt)
-            }
-            guard self.transactions[transaction]!.count < self.configuration.maxFramesPerTransaction else {
-                return self.fail("too many frames in transaction '\(transaction)' (limit \(self.configuration.maxFramesPerTransaction))", receipt: receipt)
-            }
-            self.transactions[transaction]!.append(publish)
-            return .receipt(receipt)
+        if destination.hasPrefix(QueueName.prefix), let problem = Self.expiryProblem(frame.headers) {
+            return self.fail(problem, receipt: receipt)
         }
-        return .publish([publish], receipt: receipt)
+        let publish = Publish(destination: destination, headers: frame.headers, body: frame.body)
+        return self.executeOrHold(.publish(publish), frame: frame, receipt: receipt)
+    }
+
+    /// Work inside a transaction waits for its COMMIT (and is dropped by ABORT or disconnect); other work is done now.
+    private mutating func executeOrHold(_ work: Work, frame: STOMPFrame, receipt: String?) -> Action {
+        guard let transaction = frame.headers["transaction"] else { return .execute([work], receipt: receipt) }
+        guard self.transactions[transaction] != nil else {
+            return self.fail("unknown transaction '\(transaction)'", receipt: receipt)
+        }
+        guard self.transactions[transaction]!.count < self.configuration.maxFramesPerTransaction else {
+            return self.fail("too many frames in transaction '\(transaction)' (limit \(self.configuration.maxFramesPerTransaction))", receipt: receipt)
+        }
+        self.transactions[transaction]!.append(work)
+        return .receipt(receipt)
     }
 
     private mutating func subscribe(_ frame: STOMPFrame, version: STOMPVersion, receipt: String?) -> Action {
@@ -226,6 +248,15 @@ struct SessionStateMachine {
         if let problem = Self.destinationProblem(destination, publishing: false) {
             return self.fail(problem, receipt: receipt)
         }
+        var prefetch: Int?
+        for name in ["prefetch-count", "activemq.prefetchSize"] {
+            guard let value = frame.headers[name] else { continue }
+            guard let count = Int(value), count >= 0 else {
+                return self.fail("invalid \(name) '\(value)': expected a non-negative integer (0 = unlimited)", receipt: receipt)
+            }
+            prefetch = count
+            break
+        }
         guard self.subscriptions[id] == nil else {
             return self.fail("subscription id '\(id)' is already in use on this connection", receipt: receipt)
         }
@@ -233,7 +264,7 @@ struct SessionStateMachine {
             return self.fail("too many subscriptions on this connection (limit \(self.configuration.maxSubscriptions))", receipt: receipt)
         }
         self.subscriptions[id] = destination
-        return .subscribe(id: id, destination: destination, ackMode: ackMode, receipt: receipt)
+        return .subscribe(id: id, destination: destination, ackMode: ackMode, prefetch: prefetch, receipt: receipt)
     }
 
     private mutating func unsubscribe(_ frame: STOMPFrame, version: STOMPVersion, receipt: String?) -> Action {
@@ -248,20 +279,56 @@ struct SessionStateMachine {
 
     private mutating func acknowledge(_ frame: STOMPFrame, version: STOMPVersion, receipt: String?) -> Action {
         // STOMP 1.2 ACK/NACK carry `id` (the MESSAGE's `ack`); 1.1 `message-id` + `subscription`; 1.0 `message-id`.
+        let id: String
         switch version {
         case .v1_2:
-            guard frame.headers["id"] != nil else { return self.missing("id", frame, receipt) }
+            guard let value = frame.headers["id"] else { return self.missing("id", frame, receipt) }
+            id = value
         case .v1_1:
-            guard frame.headers["message-id"] != nil else { return self.missing("message-id", frame, receipt) }
+            guard let value = frame.headers["message-id"] else { return self.missing("message-id", frame, receipt) }
             guard frame.headers["subscription"] != nil else { return self.missing("subscription", frame, receipt) }
+            id = value
         case .v1_0:
-            guard frame.headers["message-id"] != nil else { return self.missing("message-id", frame, receipt) }
+            guard frame.command == .ack else { return self.fail("NACK is not part of STOMP 1.0", receipt: receipt) }
+            guard let value = frame.headers["message-id"] else { return self.missing("message-id", frame, receipt) }
+            id = value
         }
-        if let transaction = frame.headers["transaction"], self.transactions[transaction] == nil {
-            return self.fail("unknown transaction '\(transaction)'", receipt: receipt)
+        var acknowledge = Acknowledge(id: id, subscription: frame.headers["subscription"], positive: frame.command == .ack)
+        if frame.command == .nack, let value = frame.headers["requeue"] {
+            switch value {
+            case "true": acknowledge.requeue = true
+            case "false": acknowledge.requeue = false
+            default: return self.fail("invalid requeue header '\(value)': expected true or false", receipt: receipt)
+            }
         }
-        // Topic deliveries need no acknowledgement; queues (issue 5) give ACK/NACK their meaning.
-        return .receipt(receipt)
+        return self.executeOrHold(.acknowledge(acknowledge), frame: frame, receipt: receipt)
+    }
+
+    /// Expiry headers of a SEND: `expires` (absolute, ms since 1970, 0 = never, as ActiveMQ Artemis) and `ttl` or
+    /// `expiration` (relative ms, as RabbitMQ). The earliest wins.
+    static let expiryHeaders = ["expires", "ttl", "expiration"]
+
+    static func expiryProblem(_ headers: STOMPHeaders) -> String? {
+        for name in Self.expiryHeaders {
+            if let value = headers[name], Int64(value).map({ $0 < 0 }) ?? true {
+                return "invalid \(name) header '\(value)': expected a non-negative integer (milliseconds)"
+            }
+        }
+        return nil
+    }
+
+    /// When a message with `headers` expires (wall-clock ms), or nil for never. Headers were checked by `expiryProblem`.
+    static func expiry(of headers: STOMPHeaders, now: Int64) -> Int64? {
+        var expiry: Int64?
+        if let value = headers["expires"].flatMap({ Int64($0) }), value > 0 { expiry = value }
+        for name in ["ttl", "expiration"] {
+            if let value = headers[name].flatMap({ Int64($0) }) {
+                let (sum, overflow) = now.addingReportingOverflow(value)
+                let at = overflow ? Int64.max : sum
+                expiry = min(expiry ?? at, at)
+            }
+        }
+        return expiry
     }
 
     /// Why `destination` cannot be used, or nil when it can.
@@ -278,10 +345,13 @@ struct SessionStateMachine {
                 return error.description
             }
         }
-        for prefix in ["/queue/", "/temp-queue/", "/room/", "/presence/", "/user/"] where destination.hasPrefix(prefix) {
-            return "destination '\(destination)': \(prefix) destinations are not supported yet (only /topic/)"
+        if destination.hasPrefix(QueueName.prefix) {
+            return QueueName.problem(destination).map { "destination '\(destination)': \($0)" }
         }
-        return "unknown destination '\(destination)': destinations start with /topic/"
+        for prefix in ["/temp-queue/", "/room/", "/presence/", "/user/"] where destination.hasPrefix(prefix) {
+            return "destination '\(destination)': \(prefix) destinations are not supported yet (only /topic/ and /queue/)"
+        }
+        return "unknown destination '\(destination)': destinations start with /topic/ or /queue/"
     }
 }
 

@@ -1,0 +1,257 @@
+import NIOCore
+import StarlingSTOMP
+
+/// A message on its way into a queue, and whom to tell how it went.
+public struct QueueEnqueue: Sendable {
+    public var destination: String
+    public var message: BrokerMessage
+    /// Wall-clock ms since 1970, or nil (the queue's default TTL applies).
+    public var expiresAt: Int64?
+    /// Delivery count carried over (dead-lettered messages keep theirs).
+    public var deliveryCount: Int = 0
+    /// Where to report the outcome: nil when nobody waits (dead letters).
+    public var reply: QueueReply?
+
+    public init(destination: String, message: BrokerMessage, expiresAt: Int64?, reply: QueueReply?) {
+        self.destination = destination
+        self.message = message
+        self.expiresAt = expiresAt
+        self.reply = reply
+    }
+}
+
+/// The producing connection of an enqueue: the owning loop posts the outcome back to `loopIndex`.
+public struct QueueReply: @unchecked Sendable {
+    public let loopIndex: Int
+    /// Touched only on `loopIndex` (see `QueueSubscription` for the same rule).
+    public let sink: MessageSink
+    public let token: UInt64
+    /// True when the producer waits for success too (a receipt); otherwise only a refusal is reported.
+    public let wantsSuccess: Bool
+
+    public init(loopIndex: Int, sink: MessageSink, token: UInt64, wantsSuccess: Bool) {
+        self.loopIndex = loopIndex
+        self.sink = sink
+        self.token = token
+        self.wantsSuccess = wantsSuccess
+    }
+}
+
+/// Work for a loop's `QueueHost`, posted in order from one loop to another once per tick.
+enum QueueCommand: Sendable {
+    // To the owning loop of `destination`:
+    case enqueue(QueueEnqueue)
+    case addConsumer(QueueSubscription)
+    case removeConsumer(destination: String, consumerID: UInt64)
+    case acknowledge(destination: String, tags: [UInt64])
+    case reject(destination: String, tags: [UInt64], requeue: Bool)
+    case returnUndelivered(destination: String, tags: [UInt64])
+    // To a consumer's loop:
+    case deliver(QueueSubscription, QueueDispatch)
+    // To a producer's loop:
+    case enqueued(QueueReply, refusal: String?)
+}
+
+/// The queues owned by one event loop, and the traffic between loops that queues need.
+///
+/// A queue belongs to one loop (its name's hash picks it); everything that changes it runs there. Other loops post
+/// commands to it through their outboxes (one hop per loop pair per tick, in order), and it posts deliveries back
+/// to the consumers' loops the same way.
+final class QueueHost: @unchecked Sendable {
+    unowned let loop: LoopBroker
+    private var queues: [String: MessageQueue] = [:]
+    /// Consumers of this loop's queues, to post deliveries to.
+    private var consumers: [UInt64: QueueSubscription] = [:]
+    private var dirtyQueues: Set<String> = []
+    private var outbox: [[QueueCommand]]
+    private var outboxScheduled = false
+    private var nextConsumer: UInt64 = 0
+    private var sweepTask: RepeatedTask?
+    var policy: QueuePolicy
+
+    /// How often expired messages are swept out of queues nobody consumes from.
+    static let sweepInterval = TimeAmount.seconds(1)
+
+    init(loop: LoopBroker, loopCount: Int, policy: QueuePolicy) {
+        self.loop = loop
+        self.outbox = Array(repeating: [], count: loopCount)
+        self.policy = policy
+    }
+
+    func makeConsumerID() -> UInt64 {
+        self.nextConsumer += 1
+        return UInt64(self.loop.index) << 48 | self.nextConsumer
+    }
+
+    /// The loop that owns `destination` (FNV-1a of its bytes: stable across runs and nodes).
+    func owner(of destination: String) -> Int {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in destination.utf8 {
+            hash ^= UInt64(byte)
+            hash &*= 0x0100_0000_01b3
+        }
+        return Int(hash % UInt64(self.outbox.count))
+    }
+
+    // MARK: posting
+
+    func post(_ command: QueueCommand, to loop: Int) {
+        self.outbox[loop].append(command)
+        if !self.outboxScheduled {
+            self.outboxScheduled = true
+            self.loop.eventLoop.execute { self.sendOutbox() }
+        }
+    }
+
+    func postToOwner(_ command: QueueCommand, destination: String) {
+        self.post(command, to: self.owner(of: destination))
+    }
+
+    private func sendOutbox() {
+        self.outboxScheduled = false
+        for index in self.outbox.indices where !self.outbox[index].isEmpty {
+            let batch = self.outbox[index]
+            self.outbox[index].removeAll(keepingCapacity: true)
+            let target = self.loop.broker.loops[index]
+            if index == self.loop.index {
+                self.handle(batch)
+            } else {
+                target.eventLoop.execute { target.queueHost.handle(batch) }
+            }
+        }
+    }
+
+    // MARK: handling
+
+    func handle(_ batch: [QueueCommand]) {
+        for command in batch {
+            switch command {
+            case .enqueue(let enqueue):
+                self.enqueue(enqueue)
+            case .addConsumer(let subscription):
+                self.consumers[subscription.consumerID] = subscription
+                self.withQueue(subscription.destination) { $0.addConsumer(subscription.consumerID, prefetch: subscription.prefetch) }
+            case .removeConsumer(let destination, let consumerID):
+                self.consumers[consumerID] = nil
+                let deadLettered = self.withQueue(destination) { $0.removeConsumer(consumerID) }
+                self.deadLetter(deadLettered, from: destination)
+            case .acknowledge(let destination, let tags):
+                self.withQueue(destination) { $0.acknowledge(tags) }
+            case .reject(let destination, let tags, let requeue):
+                let deadLettered = self.withQueue(destination) { $0.reject(tags, requeue: requeue) }
+                self.deadLetter(deadLettered, from: destination)
+            case .returnUndelivered(let destination, let tags):
+                self.withQueue(destination) { $0.returnUndelivered(tags) }
+            case .deliver(let subscription, let dispatch):
+                if subscription.isActive {
+                    subscription.sink.deliver(dispatch, to: subscription)
+                    self.loop.markDirty(subscription.sink)
+                } else {
+                    self.postToOwner(.returnUndelivered(destination: subscription.destination, tags: [dispatch.tag]),
+                                     destination: subscription.destination)
+                }
+            case .enqueued(let reply, let refusal):
+                reply.sink.enqueueFinished(token: reply.token, refusal: refusal)
+            }
+        }
+        self.dispatchDirtyQueues()
+        self.loop.flushDirty()
+    }
+
+    private func enqueue(_ enqueue: QueueEnqueue) {
+        var expiresAt = enqueue.expiresAt
+        if expiresAt == nil, let ttl = self.policy.defaultTTL { expiresAt = WallClock.milliseconds() + ttl }
+        let result = self.withQueue(enqueue.destination) {
+            $0.enqueue(enqueue.message, expiresAt: expiresAt, deliveryCount: enqueue.deliveryCount)
+        }
+        switch result {
+        case .accepted(let deadLettered):
+            if let reply = enqueue.reply, reply.wantsSuccess { self.post(.enqueued(reply, refusal: nil), to: reply.loopIndex) }
+            self.deadLetter(deadLettered, from: enqueue.destination)
+        case .rejected(let reason):
+            if let reply = enqueue.reply { self.post(.enqueued(reply, refusal: reason), to: reply.loopIndex) }
+        }
+    }
+
+    /// Runs `body` on the queue for `destination` (created on first use) and marks it for dispatch.
+    @discardableResult
+    private func withQueue<Result>(_ destination: String, _ body: (inout MessageQueue) -> Result) -> Result {
+        if self.queues[destination] == nil {
+            self.queues[destination] = MessageQueue(destination: destination, policy: self.policy)
+            self.startSweeping()
+        }
+        self.dirtyQueues.insert(destination)
+        return body(&self.queues[destination]!)
+    }
+
+    private func dispatchDirtyQueues() {
+        guard !self.dirtyQueues.isEmpty else { return }
+        let now = WallClock.milliseconds()
+        let dirty = self.dirtyQueues
+        self.dirtyQueues.removeAll(keepingCapacity: true)
+        for destination in dirty where self.queues[destination] != nil {
+            let (dispatches, deadLettered) = self.queues[destination]!.dispatch(now: now)
+            for dispatch in dispatches {
+                guard let consumer = self.consumers[dispatch.consumer] else { continue }
+                self.post(.deliver(consumer, dispatch), to: consumer.loopIndex)
+            }
+            self.deadLetter(deadLettered, from: destination)
+            if self.queues[destination]?.isIdle == true { self.queues[destination] = nil }
+        }
+    }
+
+    /// Moves dead letters to the dead-letter queue of `destination`, with headers saying why. A dead-letter queue's
+    /// own dead letters are dropped.
+    private func deadLetter(_ deadLettered: [DeadLetter], from destination: String) {
+        guard !deadLettered.isEmpty, let target = self.policy.deadLetterDestination(for: destination) else { return }
+        let now = WallClock.milliseconds()
+        for letter in deadLettered {
+            let original = letter.message.message
+            // `destination` and `message-id` are set anew by BrokerMessage; the rest passes on.
+            var headers = original.headers
+            headers.replaceOrAdd("x-death-reason", letter.reason.rawValue)
+            headers.replaceOrAdd("x-original-destination", destination)
+            headers.replaceOrAdd("x-death-delivery-count", String(letter.message.deliveryCount))
+            headers.replaceOrAdd("x-death-time", String(now))
+            let message = BrokerMessage(
+                destination: target, messageID: original.messageID, sendHeaders: headers, body: original.body,
+                allocator: ByteBufferAllocator()
+            )
+            self.postToOwner(.enqueue(QueueEnqueue(destination: target, message: message, expiresAt: nil, reply: nil)), destination: target)
+        }
+    }
+
+    // MARK: expiry
+
+    private func startSweeping() {
+        guard self.sweepTask == nil else { return }
+        self.sweepTask = self.loop.eventLoop.scheduleRepeatedTask(
+            initialDelay: Self.sweepInterval, delay: Self.sweepInterval
+        ) { [weak self] _ in
+            self?.sweep()
+        }
+    }
+
+    private func sweep() {
+        let now = WallClock.milliseconds()
+        for destination in Array(self.queues.keys) {
+            let deadLettered = self.queues[destination]!.expire(now: now)
+            if !deadLettered.isEmpty {
+                self.deadLetter(deadLettered, from: destination)
+                self.dirtyQueues.insert(destination)
+            }
+        }
+        self.dispatchDirtyQueues()
+    }
+
+    func stop() {
+        self.sweepTask?.cancel()
+        self.sweepTask = nil
+    }
+
+    // MARK: introspection (tests, admin)
+
+    func queueStats(_ destination: String) -> (ready: Int, unacked: Int, consumers: Int)? {
+        self.queues[destination].map { ($0.readyCount, $0.unackedCount, $0.consumerCount) }
+    }
+}

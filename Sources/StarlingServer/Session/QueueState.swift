@@ -1,0 +1,59 @@
+import NIOCore
+import StarlingBroker
+
+/// A connection's side of its queue subscriptions: which deliveries wait for an ACK (by the `ack` id the client
+/// sees), which `auto` deliveries are written and not yet settled, and which receipts wait for queues.
+/// Event-loop-bound, part of `STOMPConnection`.
+struct QueueState {
+    struct Consumer {
+        let subscription: QueueSubscription
+        /// `client` mode only: unacknowledged ack ids in delivery order (an ACK is cumulative).
+        var unacknowledged = CircularBuffer<String>()
+    }
+
+    struct Pending {
+        let subscription: QueueSubscription
+        let tag: UInt64
+        let messageID: String
+    }
+
+    /// By subscription id.
+    var consumers: [String: Consumer] = [:]
+    /// Deliveries waiting for ACK/NACK, by ack id.
+    var pending: [String: Pending] = [:]
+    /// STOMP 1.0/1.1 acknowledge by `message-id`: its ack id.
+    var ackIDsByMessageID: [String: String] = [:]
+    /// `auto` deliveries written this tick, by queue, settled once the socket accepted them.
+    var autoSettles: [String: [UInt64]] = [:]
+    /// A SEND/COMMIT's receipt waiting until every queue it wrote to accepted: token -> (receipt, queues left).
+    var receiptWaits: [UInt64: (receipt: String, remaining: Int)] = [:]
+    private var nextAckID: UInt64 = 0
+    private var nextToken: UInt64 = 0
+
+    mutating func makeToken() -> UInt64 {
+        self.nextToken += 1
+        return self.nextToken
+    }
+
+    /// Records a delivery that needs an ACK and returns its ack id.
+    mutating func record(_ dispatch: QueueDispatch, subscription: QueueSubscription, messageID: String) -> String {
+        self.nextAckID += 1
+        let ackID = "q\(self.nextAckID)"
+        self.pending[ackID] = Pending(subscription: subscription, tag: dispatch.tag, messageID: messageID)
+        self.ackIDsByMessageID[messageID] = ackID
+        return ackID
+    }
+
+    /// Drops a pending delivery (acknowledged, or its subscription is gone) and returns it.
+    @discardableResult
+    mutating func forget(_ ackID: String) -> Pending? {
+        guard let pending = self.pending.removeValue(forKey: ackID) else { return nil }
+        if self.ackIDsByMessageID[pending.messageID] == ackID { self.ackIDsByMessageID[pending.messageID] = nil }
+        return pending
+    }
+
+    /// Drops every pending delivery of `subscription` (unsubscribed: the queue takes them back).
+    mutating func forgetAll(of subscription: QueueSubscription) {
+        for (ackID, pending) in self.pending where pending.subscription === subscription { self.forget(ackID) }
+    }
+}
