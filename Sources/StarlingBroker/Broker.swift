@@ -4,10 +4,16 @@ import NIOCore
 public final class Broker: Sendable {
     public let loops: [LoopBroker]
     public let interest: InterestTable
+    /// Recent `idempotency-key`s of SENDs, shared by all loops.
+    public let idempotency: IdempotencyTable
 
-    public init(eventLoops: [any EventLoop], queuePolicy: QueuePolicy = QueuePolicy()) {
+    public init(
+        eventLoops: [any EventLoop], queuePolicy: QueuePolicy = QueuePolicy(),
+        idempotency: IdempotencyTable = IdempotencyTable()
+    ) {
         precondition(!eventLoops.isEmpty)
         self.interest = InterestTable(loopCount: eventLoops.count)
+        self.idempotency = idempotency
         self.loops = eventLoops.enumerated().map {
             LoopBroker(index: $0.offset, eventLoop: $0.element, loopCount: eventLoops.count, queuePolicy: queuePolicy)
         }

@@ -188,6 +188,9 @@ public final class LoopBroker: @unchecked Sendable {
         }
     }
 
+    /// Recent idempotency keys, shared by every loop.
+    public var idempotency: IdempotencyTable { self.broker.idempotency }
+
     // MARK: queues
 
     /// Sends `enqueue` to the loop owning its queue; the outcome comes back through `enqueueFinished` when
@@ -233,6 +236,17 @@ public final class LoopBroker: @unchecked Sendable {
         self.queueHost.postToOwner(.reject(destination: destination, tags: tags, requeue: requeue), destination: destination)
     }
 
+    /// Starts (or keeps) the durable subscription whose messages collect in `queue`; consume them by subscribing to
+    /// `queue` with `subscribeQueue`.
+    public func bindDurable(queue: String, pattern: String, words: [Substring]) {
+        self.queueHost.postToOwner(.bindDurable(queue: queue, pattern: pattern, words: words), destination: queue)
+    }
+
+    /// Ends a durable subscription: its binding and queue are deleted.
+    public func unbindDurable(queue: String) {
+        self.queueHost.postToOwner(.unbindDurable(queue: queue), destination: queue)
+    }
+
     /// Ready, unacknowledged and consumer counts of a queue this loop owns (nil when it does not hold it).
     public func queueStats(_ destination: String) -> (ready: Int, unacked: Int, consumers: Int)? {
         self.queueHost.queueStats(destination)
@@ -243,9 +257,15 @@ public final class LoopBroker: @unchecked Sendable {
         self.queueHost.owner(of: destination)
     }
 
+    /// The subscription-index words of a published destination (a topic, or a user's `/user/<login>/<rest>`).
+    static func routingWords(_ destination: String) -> [Substring]? {
+        if let (login, rest) = UserDestination.sendTarget(destination) { return UserDestination.words(login: login, rest: rest) }
+        return try? TopicName.publishWords(destination)
+    }
+
     private func localSubscribers(_ destination: String) -> [TopicSubscription] {
         if let cached = self.matchCache[destination] { return cached }
-        guard let words = try? TopicName.publishWords(destination) else { return [] }
+        guard let words = Self.routingWords(destination) else { return [] }
         self.scratch.removeAll(keepingCapacity: true)
         self.trie.match(words, into: &self.scratch)
         if self.matchCache.count >= Self.cacheLimit { self.matchCache.removeAll(keepingCapacity: true) }

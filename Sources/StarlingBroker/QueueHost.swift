@@ -46,6 +46,10 @@ enum QueueCommand: Sendable {
     case acknowledge(destination: String, tags: [UInt64])
     case reject(destination: String, tags: [UInt64], requeue: Bool)
     case returnUndelivered(destination: String, tags: [UInt64])
+    /// Durable topic subscription: topic messages matching `pattern` are kept in `queue` (created if needed).
+    case bindDurable(queue: String, pattern: String, words: [Substring])
+    /// The durable subscription ends: the binding and its queue (with what it held) are deleted.
+    case unbindDurable(queue: String)
     // To a consumer's loop:
     case deliver(QueueSubscription, QueueDispatch)
     // To a producer's loop:
@@ -67,6 +71,8 @@ final class QueueHost: @unchecked Sendable {
     private var outboxScheduled = false
     private var nextConsumer: UInt64 = 0
     private var sweepTask: RepeatedTask?
+    /// Durable subscriptions whose queue this loop owns, by queue.
+    private var durableBindings: [String: TopicSubscription] = [:]
     var policy: QueuePolicy
 
     /// How often expired messages are swept out of queues nobody consumes from.
@@ -133,8 +139,19 @@ final class QueueHost: @unchecked Sendable {
                 self.withQueue(subscription.destination) { $0.addConsumer(subscription.consumerID, prefetch: subscription.prefetch) }
             case .removeConsumer(let destination, let consumerID):
                 self.consumers[consumerID] = nil
+                guard self.queues[destination] != nil else { continue }
                 let deadLettered = self.withQueue(destination) { $0.removeConsumer(consumerID) }
+                if TempQueueName.isTemporary(destination), self.queues[destination]?.consumerCount == 0 {
+                    // A temporary queue ends with its connection, and what it held with it.
+                    self.queues[destination] = nil
+                    continue
+                }
                 self.deadLetter(deadLettered, from: destination)
+            case .bindDurable(let queue, let pattern, let words):
+                self.bindDurable(queue: queue, pattern: pattern, words: words)
+            case .unbindDurable(let queue):
+                if let binding = self.durableBindings.removeValue(forKey: queue) { self.loop.unsubscribe(binding) }
+                self.queues[queue] = nil
             case .acknowledge(let destination, let tags):
                 self.withQueue(destination) { $0.acknowledge(tags) }
             case .reject(let destination, let tags, let requeue):
@@ -159,6 +176,14 @@ final class QueueHost: @unchecked Sendable {
     }
 
     private func enqueue(_ enqueue: QueueEnqueue) {
+        if TempQueueName.isTemporary(enqueue.destination), self.queues[enqueue.destination] == nil {
+            // Only its owner creates a temporary queue (by consuming from it); once it is gone, replies are refused.
+            if let reply = enqueue.reply {
+                let reason = "temporary queue '\(enqueue.destination)' does not exist (its connection is gone)"
+                self.post(.enqueued(reply, refusal: reason), to: reply.loopIndex)
+            }
+            return
+        }
         var expiresAt = enqueue.expiresAt
         if expiresAt == nil, let ttl = self.policy.defaultTTL { expiresAt = WallClock.milliseconds() + ttl }
         let result = self.withQueue(enqueue.destination) {
@@ -196,7 +221,9 @@ final class QueueHost: @unchecked Sendable {
                 self.post(.deliver(consumer, dispatch), to: consumer.loopIndex)
             }
             self.deadLetter(deadLettered, from: destination)
-            if self.queues[destination]?.isIdle == true { self.queues[destination] = nil }
+            if self.queues[destination]?.isIdle == true, self.durableBindings[destination] == nil {
+                self.queues[destination] = nil
+            }
         }
     }
 
@@ -219,6 +246,23 @@ final class QueueHost: @unchecked Sendable {
             )
             self.postToOwner(.enqueue(QueueEnqueue(destination: target, message: message, expiresAt: nil, reply: nil)), destination: target)
         }
+    }
+
+    // MARK: durable subscriptions
+
+    private func bindDurable(queue: String, pattern: String, words: [Substring]) {
+        if let existing = self.durableBindings[queue] {
+            if existing.destination == pattern { return }
+            // Re-subscribed to another topic: the old binding ends (what it collected stays in the queue).
+            self.loop.unsubscribe(existing)
+        }
+        let binding = TopicSubscription(
+            id: queue, destination: pattern, words: words, ackMode: .auto, version: .v1_2,
+            sink: DurableBinding(queue: queue, host: self)
+        )
+        self.durableBindings[queue] = binding
+        self.loop.subscribe(binding)
+        self.withQueue(queue) { _ in }
     }
 
     // MARK: expiry
@@ -249,9 +293,36 @@ final class QueueHost: @unchecked Sendable {
         self.sweepTask = nil
     }
 
+    /// Enqueues on this loop (a durable binding's queue is owned here), dispatching at the end of the hop.
+    fileprivate func enqueueFromBinding(_ message: BrokerMessage, queue: String) {
+        self.post(.enqueue(QueueEnqueue(destination: queue, message: message, expiresAt: nil, reply: nil)), to: self.loop.index)
+    }
+
     // MARK: introspection (tests, admin)
 
     func queueStats(_ destination: String) -> (ready: Int, unacked: Int, consumers: Int)? {
         self.queues[destination].map { ($0.readyCount, $0.unackedCount, $0.consumerCount) }
     }
+}
+
+/// The topic-side end of a durable subscription: a subscriber in the topic index (on the queue's owning loop) that
+/// puts every matching message into the subscription's queue, where it waits while the client is away.
+final class DurableBinding: MessageSink {
+    let queue: String
+    unowned let host: QueueHost
+    var needsFlush = false
+
+    init(queue: String, host: QueueHost) {
+        self.queue = queue
+        self.host = host
+    }
+
+    func deliver(_ messages: ArraySlice<BrokerMessage>, to subscription: TopicSubscription) {
+        for message in messages { self.host.enqueueFromBinding(message, queue: self.queue) }
+    }
+
+    func deliver(_ dispatch: QueueDispatch, to subscription: QueueSubscription) {}
+    func enqueueFinished(token: UInt64, refusal: String?) {}
+    func flushDeliveries() {}
+    func serverIsShuttingDown() {}
 }

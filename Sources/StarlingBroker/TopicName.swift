@@ -13,6 +13,7 @@ public enum TopicName {
         case emptyName
         case wildcardInPublish(String)
         case tooLong(limit: Int)
+        case controlCharacter(String)
 
         public var description: String {
             switch self {
@@ -21,6 +22,7 @@ public enum TopicName {
             case .wildcardInPublish(let destination):
                 "'\(destination)' contains a wildcard ('*' or '#'); wildcards are allowed only when subscribing"
             case .tooLong(let limit): "the destination is longer than \(limit) bytes"
+            case .controlCharacter(let destination): "'\(destination)' contains a control character"
             }
         }
     }
@@ -47,6 +49,7 @@ public enum TopicName {
         guard destination.utf8.count <= maxLength else { throw .tooLong(limit: maxLength) }
         let name = destination.dropFirst(prefix.count)
         guard !name.isEmpty else { throw .emptyName }
+        guard !name.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F }) else { throw .controlCharacter(destination) }
         return name.split(separator: ".", omittingEmptySubsequences: false)
     }
 

@@ -44,6 +44,8 @@ extension ServerConfiguration {
         ("queue-ttl-ms", "time to live of queue messages without expires/ttl/expiration headers, in ms (default 0 = forever)"),
         ("queue-expired", "expired queue messages: dead-letter | drop (default dead-letter)"),
         ("dead-letter-suffix", "the dead-letter queue of /queue/x is /queue/x + this (default .dlq)"),
+        ("idempotency-window-ms", "a SEND repeating an idempotency-key seen within this many ms is not delivered again (default 300000)"),
+        ("idempotency-max-keys", "idempotency keys remembered at most, oldest forgotten first (default 100000)"),
     ]
 
     /// Applies one setting given as text. Throws naming the setting when the value is wrong.
@@ -101,6 +103,8 @@ extension ServerConfiguration {
                 throw SettingError("queue-expired: expected dead-letter or drop, got '\(value)'")
             }
             self.queues.expiredAction = action
+        case "idempotency-window-ms": self.idempotencyWindowMilliseconds = try integer(1...(7 * 86_400_000))
+        case "idempotency-max-keys": self.idempotencyMaxKeys = try integer(1...10_000_000)
         case "dead-letter-suffix":
             guard !value.isEmpty, !value.contains("/"), QueueName.problem("/queue/x" + value) == nil else {
                 throw SettingError("dead-letter-suffix: expected a non-empty suffix without '/', '*', '#' or control characters, got '\(value)'")

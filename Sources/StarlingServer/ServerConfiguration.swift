@@ -24,6 +24,9 @@ public struct ServerConfiguration: Sendable {
     public var webSocket = WebSocketSettings()
     /// How every `/queue/` behaves (one policy for all queues for now).
     public var queues = QueuePolicy()
+    /// How long, and for how many keys, SEND `idempotency-key`s are remembered.
+    public var idempotencyWindowMilliseconds = 300_000
+    public var idempotencyMaxKeys = 100_000
     /// How long shutdown waits for clients to finish the closing handshakes before dropping them.
     public var shutdownTimeout = TimeAmount.seconds(5)
 

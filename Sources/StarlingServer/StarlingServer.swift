@@ -35,7 +35,12 @@ public final class StarlingServer: Service, Sendable {
         self.configuration = configuration
         self.logger = logger
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.eventLoopCount))
-        self.broker = Broker(eventLoops: self.group.makeIterator().map { $0 }, queuePolicy: configuration.queues)
+        self.broker = Broker(
+            eventLoops: self.group.makeIterator().map { $0 }, queuePolicy: configuration.queues,
+            idempotency: IdempotencyTable(
+                windowMilliseconds: Int64(configuration.idempotencyWindowMilliseconds), capacity: configuration.idempotencyMaxKeys
+            )
+        )
         self.nodeTag = String(UInt32.random(in: 0x1000_0000...UInt32.max), radix: 16)
         self.connectionTemplate = Self.connectionTemplate(configuration)
         self.perLoop = PerLoopResources(

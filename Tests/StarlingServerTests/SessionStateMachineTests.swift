@@ -26,8 +26,10 @@ struct SessionStateMachineTests {
     @Test("CONNECT picks the highest common version and answers CONNECTED with version, heart-beat, server and session.")
     func connect() {
         var machine = self.machine()
-        let action = machine.receive(self.frame(.connect, [("accept-version", "1.0,1.1,1.2"), ("heart-beat", "500,3000")]))
-        guard case .connected(let frame, let version, let heartbeat) = action else {
+        let action = machine.receive(self.frame(.connect, [
+            ("accept-version", "1.0,1.1,1.2"), ("heart-beat", "500,3000"), ("login", "alice"), ("client-id", "phone"),
+        ]))
+        guard case .connected(let frame, let version, let heartbeat, let login, let clientID) = action else {
             Issue.record("expected CONNECTED, got \(action)")
             return
         }
@@ -38,19 +40,20 @@ struct SessionStateMachineTests {
         #expect(frame.headers["server"]?.hasPrefix("Starling/") == true)
         // Server sends at max(server send, client wants) and expects at max(client send, server wants).
         #expect(heartbeat == .init(send: 3000, receive: 2000))
+        #expect(login == "alice" && clientID == "phone")
     }
 
     @Test("A CONNECT without accept-version is STOMP 1.0, and a STOMP frame works like CONNECT.")
     func versions() {
         var machine = self.machine()
-        guard case .connected(_, let version, let heartbeat) = machine.receive(self.frame(.connect)) else {
+        guard case .connected(_, let version, let heartbeat, _, _) = machine.receive(self.frame(.connect)) else {
             Issue.record("expected CONNECTED")
             return
         }
         #expect(version == .v1_0)
         #expect(heartbeat == .init(send: 0, receive: 0))
         var other = self.machine()
-        guard case .connected(_, let v11, _) = other.receive(self.frame(.stomp, [("accept-version", "1.1")])) else {
+        guard case .connected(_, let v11, _, _, _) = other.receive(self.frame(.stomp, [("accept-version", "1.1")])) else {
             Issue.record("expected CONNECTED")
             return
         }
@@ -181,7 +184,7 @@ struct SessionStateMachineTests {
             return
         }
         #expect(publish.destination == "/topic/a.b")
-        for destination in ["/topic/a.*", "/queue/", "/queue/a*", "/temp-queue/x", "/elsewhere", "/topic/"] {
+        for destination in ["/topic/a.*", "/queue/", "/queue/a*", "/temp-queue/", "/user/alice", "/room/x", "/elsewhere", "/topic/", "/topic/a\u{1}"] {
             var fresh = self.connected()
             guard case .error(let message, _, _) = fresh.receive(self.frame(.send, [("destination", destination)])) else {
                 Issue.record("expected ERROR for \(destination)")

@@ -326,3 +326,129 @@ def test_malformed_queue_destination_is_an_error(stomp_client, destination):
     conn.send(destination=destination, body="x")
     col.wait_for(lambda: col.errors, what="ERROR")
     assert destination in col.errors[0].headers["message"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# temporary queues, /user/ destinations, idempotent publishing, durable topic subscriptions
+# ---------------------------------------------------------------------------------------------------------
+
+def test_request_reply_through_a_temp_queue(stomp_client):
+    """A requester sends with reply-to:/temp-queue/replies; the server rewrites reply-to to the queue's full name,
+    the replier (another connection) SENDs there, and the reply reaches the requester without it subscribing."""
+    service_queue = queue_name()
+    service, scol = stomp_client("tcp")
+    subscribe(service, scol, service_queue, "svc")
+    requester, rcol = stomp_client("ws")
+    send_sync(requester, rcol, service_queue, "2+2?", **{"reply-to": "/temp-queue/replies"})
+    (request,) = scol.wait_messages(1)
+    reply_to = request.headers["reply-to"]
+    assert reply_to.startswith("/queue/temp.") and reply_to.endswith(".replies"), reply_to
+    send_sync(service, scol, reply_to, "4", **{"correlation-id": "c1"})
+    (reply,) = rcol.wait_messages(1)
+    assert reply.body == "4"
+    assert reply.headers["subscription"] == "/temp-queue/replies"
+    assert reply.headers["correlation-id"] == "c1"
+
+
+def test_temp_queue_is_private_and_ends_with_its_connection(stomp_client):
+    """Another connection may not consume from a temporary queue; after the owner disconnects, a SEND to it is
+    refused with an ERROR."""
+    owner, ocol = stomp_client("tcp")
+    subscribe(owner, ocol, "/temp-queue/mine", "t")
+    service_queue = queue_name()
+    service, scol = stomp_client("tcp")
+    subscribe(service, scol, service_queue, "svc")
+    send_sync(owner, ocol, service_queue, "hi", **{"reply-to": "/temp-queue/mine"})
+    (request,) = scol.wait_messages(1)
+    full_name = request.headers["reply-to"]
+
+    thief, tcol = stomp_client("tcp")
+    thief.subscribe(destination=full_name, id="steal")
+    tcol.wait_for(lambda: tcol.errors, what="ERROR")
+    assert "temporary queue" in tcol.errors[0].headers["message"]
+
+    owner.disconnect()
+    time.sleep(0.3)
+    late, lcol = stomp_client("tcp")
+    late.send(destination=full_name, body="too late", receipt="r-late")
+    lcol.wait_for(lambda: lcol.errors, what="ERROR")
+    assert "does not exist" in lcol.errors[0].headers["message"]
+    assert lcol.errors[0].headers["receipt-id"] == "r-late"
+
+
+def test_user_destination_reaches_every_session_of_that_user(stomp_client):
+    """SEND /user/alice/queue/inbox reaches both of alice's sessions subscribed to /user/queue/inbox, and not bob's."""
+    alice1, a1 = stomp_client("tcp", username="alice", passcode="x")
+    alice2, a2 = stomp_client("ws", username="alice", passcode="x")
+    bob, b = stomp_client("tcp", username="bob", passcode="x")
+    for conn, col in [(alice1, a1), (alice2, a2), (bob, b)]:
+        subscribe(conn, col, "/user/queue/inbox", "inbox")
+    sender, scol = stomp_client("tcp")
+    send_sync(sender, scol, "/user/alice/queue/inbox", "for alice")
+    assert a1.wait_messages(1)[0].body == "for alice"
+    assert a2.wait_messages(1)[0].body == "for alice"
+    settle()
+    assert b.messages == []
+
+
+def test_user_destination_needs_a_login(stomp_client):
+    conn, col = stomp_client("tcp")
+    conn.subscribe(destination="/user/queue/inbox", id="i")
+    col.wait_for(lambda: col.errors, what="ERROR")
+    assert "needs a login" in col.errors[0].headers["message"]
+
+
+@pytest.mark.parametrize("kind", ["queue", "topic"])
+def test_idempotency_key_delivers_once_and_answers_every_receipt(stomp_client, kind):
+    """A SEND repeating an idempotency-key gets its RECEIPT again but delivers nothing."""
+    destination = queue_name() if kind == "queue" else f"/topic/{uid()}"
+    conn, col = stomp_client("tcp")
+    subscribe(conn, col, destination, "s")
+    producer, pcol = stomp_client("ws")
+    send_sync(producer, pcol, destination, "once", **{"idempotency-key": "k-1"})
+    other, ocol = stomp_client("tcp")  # a retry from a reconnected producer
+    send_sync(other, ocol, destination, "once", **{"idempotency-key": "k-1"})
+    send_sync(other, ocol, destination, "second", **{"idempotency-key": "k-2"})
+    col.wait_messages(2)
+    settle()
+    assert [m.body for m in col.messages] == ["once", "second"]
+
+
+def test_durable_subscription_collects_while_away(stomp_client):
+    """A durable topic subscription (client-id on CONNECT, durable:true) keeps collecting while its client is
+    disconnected and delivers the backlog when it comes back; UNSUBSCRIBE with durable:true ends it."""
+    topic = f"/topic/{uid()}.news"
+    client_id = "durable-" + uid()
+    conn, col = stomp_client("tcp", headers={"client-id": client_id})
+    subscribe(conn, col, topic, "news", ack="client-individual", durable="true")
+    publisher, pcol = stomp_client("tcp")
+    send_sync(publisher, pcol, topic, "while here")
+    (first,) = col.wait_messages(1)
+    assert first.headers["destination"] == topic
+    conn.ack(first.headers["ack"])
+    time.sleep(0.2)
+    conn.disconnect()
+    for i in range(3):
+        send_sync(publisher, pcol, topic, f"while away {i}")
+    back, bcol = stomp_client("ws", headers={"client-id": client_id})
+    subscribe(back, bcol, topic, "news", ack="client-individual", durable="true")
+    msgs = bcol.wait_messages(3)
+    assert [m.body for m in msgs] == [f"while away {i}" for i in range(3)]
+    for m in msgs:
+        back.ack(m.headers["ack"])
+    receipt = "end-" + uid()
+    back.unsubscribe("news", headers={"durable": "true", "receipt": receipt})
+    bcol.wait_receipt(receipt)
+    back.disconnect()
+    send_sync(publisher, pcol, topic, "after the end")
+    again, acol = stomp_client("tcp", headers={"client-id": client_id})
+    subscribe(again, acol, topic, "news", durable="true")
+    settle(0.5)
+    assert acol.messages == [], "the ended durable subscription kept nothing"
+
+
+def test_durable_subscription_needs_an_identity(stomp_client):
+    conn, col = stomp_client("tcp")
+    conn.subscribe(destination=f"/topic/{uid()}", id="d", headers={"durable": "true"})
+    col.wait_for(lambda: col.errors, what="ERROR")
+    assert "client-id" in col.errors[0].headers["message"]

@@ -7,6 +7,8 @@ import StarlingBroker
 struct QueueState {
     struct Consumer {
         let subscription: QueueSubscription
+        /// The consumer of a durable topic subscription's queue.
+        var isDurable = false
         /// `client` mode only: unacknowledged ack ids in delivery order (an ACK is cumulative).
         var unacknowledged = CircularBuffer<String>()
     }
@@ -27,6 +29,8 @@ struct QueueState {
     var autoSettles: [String: [UInt64]] = [:]
     /// A SEND/COMMIT's receipt waiting until every queue it wrote to accepted: token -> (receipt, queues left).
     var receiptWaits: [UInt64: (receipt: String, remaining: Int)] = [:]
+    /// Idempotency keys of queue SENDs waiting for their queue's answer, by token (forgotten if refused).
+    var idempotencyKeys: [UInt64: [(destination: String, key: String)]] = [:]
     private var nextAckID: UInt64 = 0
     private var nextToken: UInt64 = 0
 

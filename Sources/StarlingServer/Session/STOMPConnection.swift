@@ -29,6 +29,9 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
     /// Topic subscriptions with a client ack mode: ACKs for their deliveries are accepted (and need nothing).
     private var clientAckTopicSubscriptions = 0
     private var queue = QueueState()
+    /// CONNECT `login` (names the user of `/user/` destinations) and `client-id` (names durable subscriptions).
+    private var login: String?
+    private var clientID: String?
     private var version = STOMPVersion.v1_2
     private var messageCounter: UInt64 = 0
     private var closed = false
@@ -86,33 +89,24 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
 
     private func perform(_ action: SessionStateMachine.Action) {
         switch action {
-        case .connected(let frame, let version, let heartbeat):
+        case .connected(let frame, let version, let heartbeat, let login, let clientID):
             self.connectDeadline = nil
             self.version = version
             self.parser.version = version
+            self.login = login
+            self.clientID = clientID
             self.writeFrame(frame)
             self.startHeartbeats(heartbeat)
-        case .subscribe(let id, let destination, let ackMode, let prefetch, let receipt):
-            if destination.hasPrefix(QueueName.prefix) {
-                self.subscribeQueue(id: id, destination: destination, ackMode: ackMode, prefetch: prefetch)
-                self.sendReceipt(receipt)
-                return
-            }
-            // The state machine validated the destination; a failure here is a bug, not a client error.
-            guard let words = try? TopicName.patternWords(destination) else { return }
-            let subscription = TopicSubscription(
-                id: id, destination: destination, words: words, ackMode: ackMode, version: self.version, sink: self
-            )
-            self.subscriptions[id] = subscription
-            if ackMode != .auto { self.clientAckTopicSubscriptions += 1 }
-            self.loop.subscribe(subscription)
+        case .subscribe(let id, let destination, let ackMode, let prefetch, let durable, let receipt):
+            guard self.subscribe(id: id, destination: destination, ackMode: ackMode, prefetch: prefetch, durable: durable, receipt: receipt)
+            else { return }
             self.sendReceipt(receipt)
-        case .unsubscribe(let id, let receipt):
+        case .unsubscribe(let id, let durable, let receipt):
             if let subscription = self.subscriptions.removeValue(forKey: id) {
                 if subscription.ackMode != .auto { self.clientAckTopicSubscriptions -= 1 }
                 self.loop.unsubscribe(subscription)
             } else {
-                self.unsubscribeQueue(id: id)
+                self.unsubscribeQueue(id: id, endDurable: durable)
             }
             self.sendReceipt(receipt)
         case .execute(let work, let receipt):
@@ -176,21 +170,40 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
     }
 
     private func publish(_ publish: SessionStateMachine.Publish, token: UInt64, wantsReceipt: Bool) {
+        var destination = publish.destination
+        if destination.hasPrefix(TempQueueName.prefix) {
+            destination = TempQueueName.queue(session: self.sessionID, name: destination.dropFirst(TempQueueName.prefix.count))
+        }
+        var headers = publish.headers
+        self.rewriteReplyTo(&headers)
+        let now = WallClock.milliseconds()
+        if let key = headers["idempotency-key"] {
+            guard self.loop.idempotency.firstUse(key: key, destination: destination, now: now) else {
+                // A repeat within the window: answered like the first, delivered nothing.
+                if destination.hasPrefix(QueueName.prefix) { self.enqueueFinished(token: token, refusal: nil) }
+                return
+            }
+            if destination.hasPrefix(QueueName.prefix) { self.queue.idempotencyKeys[token, default: []].append((destination, key)) }
+        }
         self.messageCounter &+= 1
         let message = BrokerMessage(
-            destination: publish.destination,
+            destination: destination,
             messageID: "\(self.sessionID)-\(self.messageCounter)",
-            sendHeaders: publish.headers,
+            sendHeaders: headers,
             body: publish.body,
             allocator: self.settings.allocator
         )
-        if publish.destination.hasPrefix(QueueName.prefix) {
+        if destination.hasPrefix(QueueName.prefix) {
             let reply = QueueReply(loopIndex: self.loop.index, sink: self, token: token, wantsSuccess: wantsReceipt)
-            let expiresAt = SessionStateMachine.expiry(of: publish.headers, now: WallClock.milliseconds())
-            self.loop.enqueue(QueueEnqueue(destination: publish.destination, message: message, expiresAt: expiresAt, reply: reply))
+            let expiresAt = SessionStateMachine.expiry(of: headers, now: now)
+            self.loop.enqueue(QueueEnqueue(destination: destination, message: message, expiresAt: expiresAt, reply: reply))
             return
         }
-        guard let words = try? TopicName.publishWords(publish.destination) else { return }
+        if let (login, rest) = UserDestination.sendTarget(destination) {
+            self.loop.publish(message, words: UserDestination.words(login: login, rest: rest))
+            return
+        }
+        guard let words = try? TopicName.publishWords(destination) else { return }
         self.loop.publish(message, words: words)
     }
 
@@ -199,6 +212,10 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
         let wait = self.queue.receiptWaits[token]
         if let refusal {
             self.queue.receiptWaits[token] = nil
+            // The message did not get in: a retry with the same idempotency key must not be taken for a repeat.
+            for (destination, key) in self.queue.idempotencyKeys.removeValue(forKey: token) ?? [] {
+                self.loop.idempotency.forget(key: key, destination: destination)
+            }
             self.fail(refusal, receiptID: wait?.receipt, detail: nil)
             return
         }
@@ -206,22 +223,101 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
         wait.remaining -= 1
         if wait.remaining == 0 {
             self.queue.receiptWaits[token] = nil
+            self.queue.idempotencyKeys[token] = nil
             self.sendReceipt(wait.receipt)
         } else {
             self.queue.receiptWaits[token] = wait
         }
     }
 
+    // MARK: subscribing
+
+    /// Subscribes to a destination the state machine accepted. Returns false when refused (ERROR sent).
+    private func subscribe(
+        id: String, destination: String, ackMode: AckMode, prefetch: Int?, durable: Bool, receipt: String?
+    ) -> Bool {
+        if destination.hasPrefix(QueueName.prefix) {
+            if TempQueueName.isTemporary(destination), !TempQueueName.belongs(destination, to: self.sessionID) {
+                self.fail("'\(destination)' is another connection's temporary queue: only its connection may consume from it",
+                          receiptID: receipt, detail: nil)
+                return false
+            }
+            self.subscribeQueue(id: id, destination: destination, ackMode: ackMode, prefetch: prefetch)
+            return true
+        }
+        if destination.hasPrefix(TempQueueName.prefix) {
+            let name = destination.dropFirst(TempQueueName.prefix.count)
+            self.subscribeQueue(
+                id: id, destination: TempQueueName.queue(session: self.sessionID, name: name), ackMode: ackMode, prefetch: prefetch
+            )
+            return true
+        }
+        let pattern: String
+        let words: [Substring]
+        if let rest = UserDestination.subscribeRest(destination) {
+            guard let login = self.login, !login.isEmpty else {
+                self.fail("'\(destination)' needs a login: /user/ destinations belong to the CONNECT login", receiptID: receipt, detail: nil)
+                return false
+            }
+            pattern = UserDestination.routing(login: Substring(login), rest: rest)
+            words = UserDestination.words(login: Substring(login), rest: rest)
+        } else {
+            // The state machine validated the destination; a failure here is a bug, not a client error.
+            guard let topicWords = try? TopicName.patternWords(destination) else { return false }
+            pattern = destination
+            words = topicWords
+        }
+        if durable {
+            guard let clientID = self.clientID ?? self.login, !clientID.isEmpty else {
+                self.fail("a durable subscription needs a client-id (or login) header on CONNECT to be found again",
+                          receiptID: receipt, detail: nil)
+                return false
+            }
+            // The durable subscription is a queue bound to the topic: it collects while the client is away.
+            let queue = Self.durableQueue(clientID: clientID, subscriptionID: id)
+            self.loop.bindDurable(queue: queue, pattern: pattern, words: words)
+            self.subscribeQueue(id: id, destination: queue, ackMode: ackMode, prefetch: prefetch, durable: true)
+            return true
+        }
+        let subscription = TopicSubscription(
+            id: id, destination: pattern, words: words, ackMode: ackMode, version: self.version, sink: self
+        )
+        self.subscriptions[id] = subscription
+        if ackMode != .auto { self.clientAckTopicSubscriptions += 1 }
+        self.loop.subscribe(subscription)
+        return true
+    }
+
+    /// The queue of durable subscription `subscriptionID` of client `clientID` (lengths keep it unambiguous).
+    static func durableQueue(clientID: String, subscriptionID: String) -> String {
+        "\(QueueName.prefix)durable.\(clientID.utf8.count).\(clientID).\(subscriptionID)"
+    }
+
     // MARK: queues
 
-    private func subscribeQueue(id: String, destination: String, ackMode: AckMode, prefetch: Int?) {
+    private func subscribeQueue(id: String, destination: String, ackMode: AckMode, prefetch: Int?, durable: Bool = false) {
         let subscription = self.loop.subscribeQueue(
             id: id, destination: destination, ackMode: ackMode, prefetch: prefetch, version: self.version, sink: self
         )
-        self.queue.consumers[id] = QueueState.Consumer(subscription: subscription)
+        self.queue.consumers[id] = QueueState.Consumer(subscription: subscription, isDurable: durable)
     }
 
-    private func unsubscribeQueue(id: String) {
+    /// `reply-to:/temp-queue/<name>`: rewritten to the queue's full name (any connection may SEND to it), and this
+    /// connection consumes from it (subscription id `/temp-queue/<name>`) unless it already does.
+    private func rewriteReplyTo(_ headers: inout STOMPHeaders) {
+        guard let replyTo = headers["reply-to"], replyTo.hasPrefix(TempQueueName.prefix),
+            TempQueueName.problem(replyTo) == nil
+        else { return }
+        let queue = TempQueueName.queue(session: self.sessionID, name: replyTo.dropFirst(TempQueueName.prefix.count))
+        headers.replaceOrAdd("reply-to", queue)
+        if !self.queue.consumers.values.contains(where: { $0.subscription.destination == queue }),
+            self.queue.consumers[replyTo] == nil
+        {
+            self.subscribeQueue(id: replyTo, destination: queue, ackMode: .auto, prefetch: nil)
+        }
+    }
+
+    private func unsubscribeQueue(id: String, endDurable: Bool = false) {
         guard let consumer = self.queue.consumers.removeValue(forKey: id) else { return }
         let subscription = consumer.subscription
         // What `auto` already wrote is settled first, so the queue does not hand it out again.
@@ -229,6 +325,7 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
         for ackID in consumer.unacknowledged { self.queue.forget(ackID) }
         self.queue.forgetAll(of: subscription)
         self.loop.unsubscribeQueue(subscription)
+        if consumer.isDurable && endDurable { self.loop.unbindDurable(queue: subscription.destination) }
     }
 
     func deliver(_ dispatch: QueueDispatch, to subscription: QueueSubscription) {

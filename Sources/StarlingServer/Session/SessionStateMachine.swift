@@ -55,10 +55,13 @@ struct SessionStateMachine {
 
     enum Action: Equatable {
         /// Send CONNECTED, switch the parser to `version`, start heart-beats.
-        case connected(STOMPFrame, version: STOMPVersion, heartbeat: NegotiatedHeartbeat)
+        /// `login` and `clientID` are the CONNECT's `login` and `client-id` headers.
+        case connected(STOMPFrame, version: STOMPVersion, heartbeat: NegotiatedHeartbeat, login: String? = nil, clientID: String? = nil)
         /// `prefetch`: the SUBSCRIBE's `prefetch-count` (or `activemq.prefetchSize`), for queues.
-        case subscribe(id: String, destination: String, ackMode: AckMode, prefetch: Int?, receipt: String?)
-        case unsubscribe(id: String, receipt: String?)
+        /// `durable`: `durable:true` or `persistent:true` on a topic SUBSCRIBE (the subscription outlives the connection).
+        case subscribe(id: String, destination: String, ackMode: AckMode, prefetch: Int?, durable: Bool = false, receipt: String?)
+        /// `durable`: the UNSUBSCRIBE also ends a durable subscription (otherwise it keeps collecting messages).
+        case unsubscribe(id: String, durable: Bool = false, receipt: String?)
         /// Carry out in order (a SEND, an ACK/NACK, or a COMMIT's frames), then answer the receipt if any.
         case execute([Work], receipt: String?)
         /// Nothing to do but answer the receipt (BEGIN, ABORT, a SEND or ACK inside a transaction).
@@ -147,7 +150,10 @@ struct SessionStateMachine {
         headers.add("session", self.configuration.sessionID)
         for (name, value) in self.configuration.announcedLimits { headers.add(name, value) }
         self.state = .connected(version)
-        return .connected(STOMPFrame(.connected, headers: headers), version: version, heartbeat: negotiated)
+        return .connected(
+            STOMPFrame(.connected, headers: headers), version: version, heartbeat: negotiated,
+            login: frame.headers["login"], clientID: frame.headers["client-id"]
+        )
     }
 
     static func parseHeartbeat(_ value: String) -> Heartbeat? {
@@ -257,6 +263,10 @@ struct SessionStateMachine {
             prefetch = count
             break
         }
+        let durable = Self.isDurable(frame.headers)
+        if durable && !destination.hasPrefix(TopicName.prefix) {
+            return self.fail("durable subscriptions are for /topic/ destinations; '\(destination)' is not one", receipt: receipt)
+        }
         guard self.subscriptions[id] == nil else {
             return self.fail("subscription id '\(id)' is already in use on this connection", receipt: receipt)
         }
@@ -264,7 +274,7 @@ struct SessionStateMachine {
             return self.fail("too many subscriptions on this connection (limit \(self.configuration.maxSubscriptions))", receipt: receipt)
         }
         self.subscriptions[id] = destination
-        return .subscribe(id: id, destination: destination, ackMode: ackMode, prefetch: prefetch, receipt: receipt)
+        return .subscribe(id: id, destination: destination, ackMode: ackMode, prefetch: prefetch, durable: durable, receipt: receipt)
     }
 
     private mutating func unsubscribe(_ frame: STOMPFrame, version: STOMPVersion, receipt: String?) -> Action {
@@ -274,7 +284,12 @@ struct SessionStateMachine {
         guard self.subscriptions.removeValue(forKey: id) != nil else {
             return self.fail("no subscription with id '\(id)' on this connection", receipt: receipt)
         }
-        return .unsubscribe(id: id, receipt: receipt)
+        return .unsubscribe(id: id, durable: Self.isDurable(frame.headers), receipt: receipt)
+    }
+
+    /// `durable:true` (ActiveMQ) or `persistent:true` (RabbitMQ).
+    static func isDurable(_ headers: STOMPHeaders) -> Bool {
+        headers["durable"] == "true" || headers["persistent"] == "true"
     }
 
     private mutating func acknowledge(_ frame: STOMPFrame, version: STOMPVersion, receipt: String?) -> Action {
@@ -348,10 +363,16 @@ struct SessionStateMachine {
         if destination.hasPrefix(QueueName.prefix) {
             return QueueName.problem(destination).map { "destination '\(destination)': \($0)" }
         }
-        for prefix in ["/temp-queue/", "/room/", "/presence/", "/user/"] where destination.hasPrefix(prefix) {
-            return "destination '\(destination)': \(prefix) destinations are not supported yet (only /topic/ and /queue/)"
+        if destination.hasPrefix(TempQueueName.prefix) {
+            return TempQueueName.problem(destination).map { "destination '\(destination)': \($0)" }
         }
-        return "unknown destination '\(destination)': destinations start with /topic/ or /queue/"
+        if destination.hasPrefix(UserDestination.prefix) {
+            return UserDestination.problem(destination, publishing: publishing).map { "destination '\(destination)': \($0)" }
+        }
+        for prefix in ["/room/", "/presence/"] where destination.hasPrefix(prefix) {
+            return "destination '\(destination)': \(prefix) destinations are not supported yet"
+        }
+        return "unknown destination '\(destination)': destinations start with /topic/, /queue/, /temp-queue/ or /user/"
     }
 }
 
