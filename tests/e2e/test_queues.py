@@ -74,7 +74,7 @@ def test_round_robin_between_consumers(stomp_client):
 
 
 def test_client_individual_unacked_messages_go_to_another_consumer_when_one_dies(stomp_client, server):
-    """A consumer that disconnects without acknowledging: its messages are redelivered to another consumer with
+    """A consumer whose socket drops without DISCONNECT: its messages are redelivered to another consumer with
     redelivered:true and x-delivery-count 2; acknowledged ones are not."""
     queue = queue_name()
     worker, wcol = stomp_client("tcp")
@@ -86,7 +86,7 @@ def test_client_individual_unacked_messages_go_to_another_consumer_when_one_dies
     worker.ack(msgs[0].headers["ack"])
     worker.ack(msgs[2].headers["ack"])
     time.sleep(0.2)
-    worker.disconnect()  # dies with job1 and job3 unacknowledged
+    worker.transport.disconnect_socket()  # killed: the socket drops with job1 and job3 unacknowledged
     other, ocol = stomp_client("ws")
     subscribe(other, ocol, queue, "o", ack="client-individual")
     redelivered = ocol.wait_messages(2)
