@@ -8,14 +8,14 @@ public final class Broker: Sendable {
     public let idempotency: IdempotencyTable
 
     public init(
-        eventLoops: [any EventLoop], queuePolicy: QueuePolicy = QueuePolicy(),
+        eventLoops: [any EventLoop], queuePolicies: QueuePolicies = QueuePolicies(),
         idempotency: IdempotencyTable = IdempotencyTable()
     ) {
         precondition(!eventLoops.isEmpty)
         self.interest = InterestTable(loopCount: eventLoops.count)
         self.idempotency = idempotency
         self.loops = eventLoops.enumerated().map {
-            LoopBroker(index: $0.offset, eventLoop: $0.element, loopCount: eventLoops.count, queuePolicy: queuePolicy)
+            LoopBroker(index: $0.offset, eventLoop: $0.element, loopCount: eventLoops.count, queuePolicies: queuePolicies)
         }
         for loop in self.loops { loop.broker = self }
     }

@@ -28,11 +28,11 @@ public final class LoopBroker: @unchecked Sendable {
     /// Caches are dropped when they grow past this many destinations (bounded memory under many topics).
     static let cacheLimit = 8192
 
-    init(index: Int, eventLoop: any EventLoop, loopCount: Int, queuePolicy: QueuePolicy) {
+    init(index: Int, eventLoop: any EventLoop, loopCount: Int, queuePolicies: QueuePolicies) {
         self.index = index
         self.eventLoop = eventLoop
         self.outbox = Array(repeating: [], count: loopCount)
-        self.queueHost = QueueHost(loop: self, loopCount: loopCount, policy: queuePolicy)
+        self.queueHost = QueueHost(loop: self, loopCount: loopCount, policies: queuePolicies)
     }
 
     // MARK: connections
@@ -206,7 +206,7 @@ public final class LoopBroker: @unchecked Sendable {
     ) -> QueueSubscription {
         self.eventLoop.assertInEventLoop()
         let subscription = QueueSubscription(
-            id: id, destination: destination, ackMode: ackMode, prefetch: prefetch ?? self.queueHost.policy.defaultPrefetch,
+            id: id, destination: destination, ackMode: ackMode, prefetch: prefetch ?? self.queueHost.policies.policy(for: destination).defaultPrefetch,
             consumerID: self.queueHost.makeConsumerID(), loopIndex: self.index, version: version, sink: sink
         )
         self.queueHost.postToOwner(.addConsumer(subscription), destination: destination)

@@ -73,15 +73,20 @@ final class QueueHost: @unchecked Sendable {
     private var sweepTask: RepeatedTask?
     /// Durable subscriptions whose queue this loop owns, by queue.
     private var durableBindings: [String: TopicSubscription] = [:]
-    var policy: QueuePolicy
+    let policies: QueuePolicies
 
     /// How often expired messages are swept out of queues nobody consumes from.
     static let sweepInterval = TimeAmount.seconds(1)
 
-    init(loop: LoopBroker, loopCount: Int, policy: QueuePolicy) {
+    init(loop: LoopBroker, loopCount: Int, policies: QueuePolicies) {
         self.loop = loop
         self.outbox = Array(repeating: [], count: loopCount)
-        self.policy = policy
+        self.policies = policies
+    }
+
+    /// The policy of queue `destination` (the one it was created with, if it exists).
+    func policy(for destination: String) -> QueuePolicy {
+        self.queues[destination]?.policy ?? self.policies.policy(for: destination)
     }
 
     func makeConsumerID() -> UInt64 {
@@ -185,7 +190,7 @@ final class QueueHost: @unchecked Sendable {
             return
         }
         var expiresAt = enqueue.expiresAt
-        if expiresAt == nil, let ttl = self.policy.defaultTTL { expiresAt = WallClock.milliseconds() + ttl }
+        if expiresAt == nil, let ttl = self.policy(for: enqueue.destination).defaultTTL { expiresAt = WallClock.milliseconds() + ttl }
         let result = self.withQueue(enqueue.destination) {
             $0.enqueue(enqueue.message, expiresAt: expiresAt, deliveryCount: enqueue.deliveryCount)
         }
@@ -202,7 +207,7 @@ final class QueueHost: @unchecked Sendable {
     @discardableResult
     private func withQueue<Result>(_ destination: String, _ body: (inout MessageQueue) -> Result) -> Result {
         if self.queues[destination] == nil {
-            self.queues[destination] = MessageQueue(destination: destination, policy: self.policy)
+            self.queues[destination] = MessageQueue(destination: destination, policy: self.policies.policy(for: destination))
             self.startSweeping()
         }
         self.dirtyQueues.insert(destination)
@@ -230,7 +235,9 @@ final class QueueHost: @unchecked Sendable {
     /// Moves dead letters to the dead-letter queue of `destination`, with headers saying why. A dead-letter queue's
     /// own dead letters are dropped.
     private func deadLetter(_ deadLettered: [DeadLetter], from destination: String) {
-        guard !deadLettered.isEmpty, let target = self.policy.deadLetterDestination(for: destination) else { return }
+        guard !deadLettered.isEmpty, let target = self.policy(for: destination).deadLetterDestination(for: destination) else {
+            return
+        }
         let now = WallClock.milliseconds()
         for letter in deadLettered {
             let original = letter.message.message

@@ -135,6 +135,7 @@ extension ServerConfiguration {
             throw SettingError("unknown setting '\(unknown)'")
         }
         var values: [String: String] = [:]
+        var policyTables: [ConfigFile.Table] = []
         if let configFile {
             let text: String
             do {
@@ -142,7 +143,7 @@ extension ServerConfiguration {
             } catch {
                 throw SettingError("config: cannot read '\(configFile)': \(error.localizedDescription)")
             }
-            values = try ConfigFile.parse(text, file: configFile)
+            (values, policyTables) = try ConfigFile.parse(text, file: configFile)
         }
         for (name, _) in self.settings {
             let variable = "STARLING_" + name.uppercased().replacingOccurrences(of: "-", with: "_")
@@ -152,20 +153,72 @@ extension ServerConfiguration {
         for (name, _) in self.settings {
             if let value = values[name] { try configuration.apply(name, value, logLevel: &logLevel) }
         }
+        for table in policyTables { try configuration.addPolicy(table) }
         return (configuration, logLevel)
+    }
+
+    /// Keys of a `[[policy]]` table for `/queue/` patterns, and the top-level setting each one overrides.
+    static let queuePolicyKeys: [String: String] = [
+        "prefetch": "queue-prefetch", "max-deliveries": "queue-max-deliveries", "max-length": "queue-max-length",
+        "max-bytes": "queue-max-bytes", "overflow": "queue-overflow", "ttl-ms": "queue-ttl-ms",
+        "expired": "queue-expired", "dead-letter-suffix": "dead-letter-suffix",
+    ]
+    /// Policy keys of DESIGN.md for features still being built: named in the error instead of "unknown".
+    static let laterPolicyKeys: Set<String> = ["last-value", "slow-consumer", "max-rate", "history", "persistent"]
+
+    /// Adds one `[[policy]]` table: `match` (a destination pattern) and the settings it overrides. First match wins,
+    /// in file order; a queue not matched by any table follows the top-level `queue-*` settings.
+    mutating func addPolicy(_ table: ConfigFile.Table) throws(SettingError) {
+        guard let match = table.entries.first(where: { $0.key == "match" }) else {
+            throw SettingError("\(table.location): [[policy]] needs a 'match' destination pattern")
+        }
+        guard let pattern = DestinationPattern(match.value) else {
+            throw SettingError("\(match.location): match: expected a destination pattern such as \"/queue/orders.#\", got '\(match.value)'")
+        }
+        var scratch = ServerConfiguration()
+        scratch.queues = self.queues
+        var ignored = Logger.Level.info
+        for entry in table.entries where entry.key != "match" {
+            if let setting = Self.queuePolicyKeys[entry.key] {
+                guard match.value.hasPrefix(QueueName.prefix) else {
+                    throw SettingError("\(entry.location): '\(entry.key)' applies to /queue/ patterns, not '\(match.value)'")
+                }
+                do {
+                    try scratch.apply(setting, entry.value, logLevel: &ignored)
+                } catch {
+                    throw SettingError("\(entry.location): \(error.description.replacingOccurrences(of: setting, with: entry.key))")
+                }
+            } else if Self.laterPolicyKeys.contains(entry.key) {
+                throw SettingError("\(entry.location): policy key '\(entry.key)' is not supported by this version")
+            } else {
+                throw SettingError("\(entry.location): unknown policy key '\(entry.key)'")
+            }
+        }
+        self.queuePolicyRules.append((pattern, scratch.queues))
     }
 }
 
-/// The subset of TOML this version reads: top-level `key = value` lines (strings, integers, booleans) and comments.
-/// Tables (`[auth]`, `[[policy]]`) arrive with the issues that give them meaning; until then they are an error.
+/// The subset of TOML this version reads: top-level `key = value` lines (strings, integers, booleans),
+/// `[[policy]]` tables of the same lines, and comments. Other tables (`[auth]`, ...) arrive with the issues that
+/// give them meaning; until then they are an error.
 enum ConfigFile {
-    static func parse(_ text: String, file: String) throws(ServerConfiguration.SettingError) -> [String: String] {
+    struct Table {
+        var location: String
+        var entries: [(key: String, value: String, location: String)] = []
+    }
+
+    static func parse(_ text: String, file: String) throws(ServerConfiguration.SettingError) -> (values: [String: String], policies: [Table]) {
         var values: [String: String] = [:]
+        var policies: [Table] = []
         let known = Set(ServerConfiguration.settings.map(\.name))
         for (number, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             let line = Self.stripComment(rawLine).trimmingCharacters(in: .whitespaces)
             if line.isEmpty { continue }
             let location = "\(file):\(number + 1)"
+            if line == "[[policy]]" {
+                policies.append(Table(location: location))
+                continue
+            }
             if line.hasPrefix("[") {
                 throw .init("\(location): section \(line) is not supported by this version")
             }
@@ -174,15 +227,22 @@ enum ConfigFile {
             }
             let key = line[..<equals].trimmingCharacters(in: .whitespaces).trimmingCharacters(in: CharacterSet(charactersIn: "\""))
             var value = line[line.index(after: equals)...].trimmingCharacters(in: .whitespaces)
-            guard known.contains(key) else { throw .init("\(location): unknown key '\(key)'") }
             if value.hasPrefix("\"") {
                 guard value.count >= 2, value.hasSuffix("\"") else { throw .init("\(location): unterminated string for '\(key)'") }
                 value = String(value.dropFirst().dropLast())
             }
             guard !value.isEmpty else { throw .init("\(location): '\(key)' has no value") }
+            if !policies.isEmpty {
+                guard !policies[policies.count - 1].entries.contains(where: { $0.key == key }) else {
+                    throw .init("\(location): '\(key)' appears twice in this [[policy]]")
+                }
+                policies[policies.count - 1].entries.append((key, value, location))
+                continue
+            }
+            guard known.contains(key) else { throw .init("\(location): unknown key '\(key)'") }
             values[key] = value
         }
-        return values
+        return (values, policies)
     }
 
     private static func stripComment(_ line: Substring) -> String {

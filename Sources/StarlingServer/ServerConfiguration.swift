@@ -22,8 +22,10 @@ public struct ServerConfiguration: Sendable {
     public var limits = Limits()
     public var heartbeat = Heartbeat()
     public var webSocket = WebSocketSettings()
-    /// How every `/queue/` behaves (one policy for all queues for now).
+    /// How a `/queue/` behaves when no `[[policy]]` table matches it (the top-level `queue-*` settings).
     public var queues = QueuePolicy()
+    /// `[[policy]]` tables for queues, first match wins.
+    public var queuePolicyRules: [(pattern: DestinationPattern, policy: QueuePolicy)] = []
     /// How long, and for how many keys, SEND `idempotency-key`s are remembered.
     public var idempotencyWindowMilliseconds = 300_000
     public var idempotencyMaxKeys = 100_000

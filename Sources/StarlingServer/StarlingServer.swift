@@ -36,7 +36,7 @@ public final class StarlingServer: Service, Sendable {
         self.logger = logger
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.eventLoopCount))
         self.broker = Broker(
-            eventLoops: self.group.makeIterator().map { $0 }, queuePolicy: configuration.queues,
+            eventLoops: self.group.makeIterator().map { $0 }, queuePolicies: QueuePolicies(defaultPolicy: configuration.queues, rules: configuration.queuePolicyRules),
             idempotency: IdempotencyTable(
                 windowMilliseconds: Int64(configuration.idempotencyWindowMilliseconds), capacity: configuration.idempotencyMaxKeys
             )

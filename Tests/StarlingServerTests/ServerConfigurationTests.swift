@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Testing
+import StarlingBroker
 @testable import StarlingServer
 
 @Suite("Server configuration")
@@ -43,8 +44,8 @@ struct ServerConfigurationTests {
         #expect(throws: ServerConfiguration.SettingError("\(unknown):2: unknown key 'prot'")) {
             try ServerConfiguration.resolve(flags: [:], environment: [:], configFile: unknown)
         }
-        let section = try self.write("[[policy]]\nmatch = \"/topic/#\"\n")
-        #expect(throws: ServerConfiguration.SettingError.self) {
+        let section = try self.write("[auth]\nusers = \"x\"\n")
+        #expect(throws: ServerConfiguration.SettingError("\(section):1: section [auth] is not supported by this version")) {
             try ServerConfiguration.resolve(flags: [:], environment: [:], configFile: section)
         }
         #expect(throws: ServerConfiguration.SettingError("unknown setting 'bogus'")) {
@@ -52,6 +53,47 @@ struct ServerConfigurationTests {
         }
         #expect(throws: ServerConfiguration.SettingError.self) {
             try ServerConfiguration.resolve(flags: [:], environment: [:], configFile: "/nonexistent/starling.toml")
+        }
+    }
+
+    @Test("[[policy]] tables set queue policies by pattern, first match wins, over the top-level queue settings.")
+    func policies() throws {
+        let file = try self.write("""
+            queue-max-deliveries = 7
+            [[policy]]
+            match = "/queue/orders.#"
+            max-deliveries = 2
+            ttl-ms = 60000
+            overflow = "drop-head"
+            [[policy]]
+            match = "/queue/*.audit"
+            expired = "drop"
+            """)
+        let (configuration, _) = try ServerConfiguration.resolve(flags: [:], environment: [:], configFile: file)
+        let policies = QueuePolicies(defaultPolicy: configuration.queues, rules: configuration.queuePolicyRules)
+        let orders = policies.policy(for: "/queue/orders.eu.fr")
+        #expect(orders.maxDeliveries == 2 && orders.defaultTTL == 60_000 && orders.overflow == .dropHead)
+        #expect(policies.policy(for: "/queue/orders").maxDeliveries == 2, "# matches zero words")
+        let audit = policies.policy(for: "/queue/billing.audit")
+        #expect(audit.expiredAction == .drop && audit.maxDeliveries == 7, "unset keys keep the top-level value")
+        #expect(policies.policy(for: "/queue/other").maxDeliveries == 7)
+        #expect(policies.policy(for: "/queue/billing.x.audit").expiredAction == .deadLetter, "* is one word")
+
+        for (text, message) in [
+            ("[[policy]]\nmax-deliveries = 2\n", ":1: [[policy]] needs a 'match' destination pattern"),
+            ("[[policy]]\nmatch = \"orders\"\n", ":2: match: expected a destination pattern"),
+            ("[[policy]]\nmatch = \"/queue/a\"\nmax-deliveries = zero\n", ":3: max-deliveries: expected an integer"),
+            ("[[policy]]\nmatch = \"/queue/a\"\ncolour = 1\n", ":3: unknown policy key 'colour'"),
+            ("[[policy]]\nmatch = \"/topic/a\"\nmax-length = 1\n", ":3: 'max-length' applies to /queue/ patterns"),
+            ("[[policy]]\nmatch = \"/topic/a\"\nlast-value = true\n", ":3: policy key 'last-value' is not supported by this version"),
+        ] {
+            let bad = try self.write(text)
+            do {
+                _ = try ServerConfiguration.resolve(flags: [:], environment: [:], configFile: bad)
+                Issue.record("expected an error for \(text)")
+            } catch {
+                #expect(error.description.hasPrefix(bad + message), "\(error.description)")
+            }
         }
     }
 

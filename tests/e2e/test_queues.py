@@ -452,3 +452,23 @@ def test_durable_subscription_needs_an_identity(stomp_client):
     conn.subscribe(destination=f"/topic/{uid()}", id="d", headers={"durable": "true"})
     col.wait_for(lambda: col.errors, what="ERROR")
     assert "client-id" in col.errors[0].headers["message"]
+
+
+def test_policy_table_sets_max_deliveries_per_pattern(stomp_client, own_server, tmp_path):
+    """A [[policy]] table in the config file gives /queue/strict.* one delivery; other queues keep the default."""
+    config = tmp_path / "starling.toml"
+    config.write_text('[[policy]]\nmatch = "/queue/strict.*"\nmax-deliveries = 1\n')
+    srv = own_server(["--config", str(config)])
+    strict = f"/queue/strict.{uid()}"
+    conn, col = stomp_client("tcp", srv=srv)
+    subscribe(conn, col, strict, "s", ack="client-individual")
+    producer, pcol = stomp_client("tcp", srv=srv)
+    send_sync(producer, pcol, strict, "once")
+    (m,) = col.wait_messages(1)
+    conn.nack(m.headers["ack"])
+    dlq, dcol = stomp_client("tcp", srv=srv)
+    subscribe(dlq, dcol, strict + ".dlq", "d")
+    (dead,) = dcol.wait_messages(1)
+    assert dead.headers["x-death-reason"] == "delivery-limit"
+    settle()
+    assert len(col.messages) == 1
