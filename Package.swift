@@ -9,6 +9,8 @@ let package = Package(
         .executable(name: "starling-loadtest", targets: ["starling-loadtest"]),
         .library(name: "StarlingSTOMP", targets: ["StarlingSTOMP"]),
         .library(name: "StarlingWebSocket", targets: ["StarlingWebSocket"]),
+        .library(name: "StarlingBroker", targets: ["StarlingBroker"]),
+        .library(name: "StarlingServer", targets: ["StarlingServer"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
