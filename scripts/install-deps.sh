@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs what building and testing Starling needs on a fresh Debian machine of this kind:
-# zlib and OpenSSL headers (system-library targets) and, with --test, the Python clients of the end-to-end tests.
+# zlib, OpenSSL and SQLite headers (system-library targets) and, with --test, the Python clients of the end-to-end tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for package in zlib1g-dev libssl-dev pkg-config; do
+for package in zlib1g-dev libssl-dev libsqlite3-dev pkg-config; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Sets up and runs every test: the Swift suites (unit + in-process end-to-end) and the end-to-end suite in
 # tests/e2e, where third-party clients (stomp.py over TCP and WebSocket, websockets with permessage-deflate)
-# talk to a real server process.
+# talk to a real server process. Then the delivery-path regression gate (benchmarks/guard.sh: malloc counts of
+# the fan-out path against Benchmarks/Thresholds; ~8 min of release build on a fresh clone). Set
+# STARLING_SKIP_GUARD=1 to skip the gate locally.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh --test
@@ -11,3 +13,7 @@ swift test --skip-build
 
 STARLING_BIN="$PWD/.build/debug/starling" STARLING_LOADTEST_BIN="$PWD/.build/debug/starling-loadtest" \
     python3 -m pytest -q -p no:cacheprovider tests/e2e benchmarks/test_report.py
+
+if [ "${STARLING_SKIP_GUARD:-0}" != "1" ]; then
+    benchmarks/guard.sh
+fi
