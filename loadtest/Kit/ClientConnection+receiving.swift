@@ -71,22 +71,27 @@ extension ClientConnection {
         }
     }
 
-    /// `ACK` with `id` (the MESSAGE's `ack` value, unescaped), escaped per STOMP 1.2, straight into bytes.
+    /// `ACK` with `id` (the MESSAGE's `ack` value, unescaped), straight into bytes.
     func writeAck(id: ByteBuffer) {
         self.scratch.clear()
-        self.scratch.writeStaticString("ACK\nid:")
+        Self.encodeAck(id: id, to: &self.scratch)
+        self.writeWebSocketFrame(opcode: .text, payload: self.scratch, compress: true)
+    }
+
+    /// `ACK\nid:<id>\n\n\0` with `id` escaped per STOMP 1.2, as `STOMPFrameEncoder` writes it.
+    static func encodeAck(id: ByteBuffer, to buffer: inout ByteBuffer) {
+        buffer.writeStaticString("ACK\nid:")
         id.withUnsafeReadableBytes { bytes in
             for byte in bytes {
                 switch byte {
-                case UInt8(ascii: "\\"): self.scratch.writeStaticString("\\\\")
-                case UInt8(ascii: ":"): self.scratch.writeStaticString("\\c")
-                case UInt8(ascii: "\n"): self.scratch.writeStaticString("\\n")
-                case UInt8(ascii: "\r"): self.scratch.writeStaticString("\\r")
-                default: self.scratch.writeInteger(byte)
+                case UInt8(ascii: "\\"): buffer.writeStaticString("\\\\")
+                case UInt8(ascii: ":"): buffer.writeStaticString("\\c")
+                case UInt8(ascii: "\n"): buffer.writeStaticString("\\n")
+                case UInt8(ascii: "\r"): buffer.writeStaticString("\\r")
+                default: buffer.writeInteger(byte)
                 }
             }
         }
-        self.scratch.writeStaticString("\n\n\0")
-        self.writeWebSocketFrame(opcode: .text, payload: self.scratch, compress: true)
+        buffer.writeStaticString("\n\n\0")
     }
 }

@@ -262,4 +262,15 @@ struct FrameReceiverTests {
             }
         }
     }
+
+    @Test("ACKs are encoded as STOMPFrameEncoder encodes them, escapes included")
+    func ackEncoding() {
+        for id in ["T_0@@session-abc@@17", "a:b", "x\\y", "n\nl", "c\rr", "", "caf\u{e9}"] {
+            var ours = ByteBuffer()
+            ClientConnection.encodeAck(id: ByteBuffer(string: id), to: &ours)
+            var theirs = ByteBuffer()
+            STOMPFrameEncoder.write(STOMPFrame(.ack, headers: ["id": id]), to: &theirs, version: .v1_2)
+            #expect(ours == theirs, "\(id)")
+        }
+    }
 }
