@@ -25,31 +25,19 @@ extension ClientConnection {
     }
 
     /// The hot path of every receiver: verify order and uniqueness, time it, ACK when asked.
-    func handleMessage(_ frame: STOMPFrame) {
+    func handleMessage(_ message: ReceivedMessage) {
         let stats = self.stats
-        var run = false
-        var publisher = -1
-        var seq: UInt64 = .max
-        var sentAt: UInt64 = 0
-        var subscription = -1
-        var ackID: String?
-        for header in frame.headers {
-            switch header.name {
-            case "x-lt-run": run = header.value.utf8.elementsEqual(stats.plan.runIDBytes)
-            case "x-lt-pub": publisher = Int(header.value) ?? -1
-            case "x-lt-seq": seq = UInt64(header.value) ?? .max
-            case "x-lt-ts": sentAt = UInt64(header.value) ?? 0
-            case "subscription": subscription = Int(header.value) ?? -1
-            case "ack": ackID = header.value
-            default: break
-            }
-        }
+        let run = message.run
+        let publisher = message.publisher
+        let seq = message.seq
+        let sentAt = message.sentAt
+        let subscription = message.subscription
         guard subscription >= 0, subscription < self.subscriptions.count else {
             stats.tally.foreign += 1
             return
         }
-        if self.subscriptions[subscription].clientAck, let ackID {
-            self.writeSTOMP(STOMPFrame(.ack, headers: ["id": ackID]))
+        if self.subscriptions[subscription].clientAck, let ack = message.ack {
+            self.writeAck(id: ack)
         }
         let index = publisher - self.subscriptions[subscription].publisherBase
         guard run, seq != .max, index >= 0, index < self.subscriptions[subscription].trackers.count else {
@@ -81,5 +69,29 @@ extension ClientConnection {
         if now >= stats.measureStart && now < stats.measureEnd {
             stats.deliveredMeasured += 1
         }
+    }
+
+    /// `ACK` with `id` (the MESSAGE's `ack` value, unescaped), straight into bytes.
+    func writeAck(id: ByteBuffer) {
+        self.scratch.clear()
+        Self.encodeAck(id: id, to: &self.scratch)
+        self.writeWebSocketFrame(opcode: .text, payload: self.scratch, compress: true)
+    }
+
+    /// `ACK\nid:<id>\n\n\0` with `id` escaped per STOMP 1.2, as `STOMPFrameEncoder` writes it.
+    static func encodeAck(id: ByteBuffer, to buffer: inout ByteBuffer) {
+        buffer.writeStaticString("ACK\nid:")
+        id.withUnsafeReadableBytes { bytes in
+            for byte in bytes {
+                switch byte {
+                case UInt8(ascii: "\\"): buffer.writeStaticString("\\\\")
+                case UInt8(ascii: ":"): buffer.writeStaticString("\\c")
+                case UInt8(ascii: "\n"): buffer.writeStaticString("\\n")
+                case UInt8(ascii: "\r"): buffer.writeStaticString("\\r")
+                default: buffer.writeInteger(byte)
+                }
+            }
+        }
+        buffer.writeStaticString("\n\n\0")
     }
 }

@@ -41,10 +41,8 @@ final class ClientConnection: ChannelInboundHandler {
     var context: ChannelHandlerContext?
     private var handshake: WebSocketClientHandshake
     private var frameParser: WebSocketFrameParser
-    private var stompParser = STOMPFrameParser(
-        limits: STOMPParserLimits(maxCommandLength: 32, maxHeaderCount: 256, maxHeaderLineLength: 65_536,
-                                  maxBodySize: 16 << 20)
-    )
+    /// STOMP from the server: MESSAGE frames through the byte-level scanner, the rest through the full parser.
+    private var receiver: FrameReceiver
     private var deflate: ClientDeflate?
     /// A fragmented message being reassembled, and whether its first frame had RSV1.
     private var fragments: ByteBuffer?
@@ -77,6 +75,10 @@ final class ClientConnection: ChannelInboundHandler {
         self.handshake = WebSocketClientHandshake(offerDeflate: settings.deflate)
         self.frameParser = WebSocketFrameParser(maxFrameSize: 16 << 20, expectMasked: false, allowCompressionBit: false)
         self.maskState = UInt32.random(in: 1...UInt32.max)
+        self.receiver = FrameReceiver(
+            limits: STOMPParserLimits(maxCommandLength: 32, maxHeaderCount: 256, maxHeaderLineLength: 65_536,
+                                      maxBodySize: 16 << 20),
+            runID: stats.plan.runIDBytes)
     }
 
     // MARK: - Channel events
@@ -228,8 +230,11 @@ final class ClientConnection: ChannelInboundHandler {
             input = payload
         }
         do {
-            while self.state != .closed, let frame = try self.stompParser.next(&input) {
-                self.handleSTOMPFrame(frame)
+            while self.state != .closed, let received = try self.receiver.next(&input) {
+                switch received {
+                case .message(let message): self.handleMessage(message)
+                case .frame(let frame): self.handleSTOMPFrame(frame)
+                }
             }
         } catch {
             self.failConnection("STOMP parse error on a frame from the server: \(error)")
@@ -288,7 +293,7 @@ final class ClientConnection: ChannelInboundHandler {
     private func handleSTOMPFrame(_ frame: STOMPFrame) {
         switch frame.command {
         case .message:
-            self.handleMessage(frame)
+            self.handleMessage(ReceivedMessage(frame: frame, runID: self.stats.plan.runIDBytes))
         case .receipt:
             if let id = frame.headers["receipt-id"], let promise = self.receipts.removeValue(forKey: id) {
                 promise.succeed()
