@@ -71,14 +71,16 @@ FANOUT100_RATE="${FANOUT100_RATE:-50}"   # msgs/s over the topics -> x100 = 5,00
 ROOMS_RATE="${ROOMS_RATE:-1}"            # msgs/s per member: 2,000 members -> 2,000 sent/s, x20 = 40,000 deliveries/s
                                          # (below 1 the load generator's start jitter (< 1 s) leaves bursts)
 QUEUE_RATE="${QUEUE_RATE:-0}"            # 0 = as fast as possible
+MAX_IN_FLIGHT="${MAX_IN_FLIGHT:-128}"    # "-max" scenarios: messages in flight per subscription, the same for both
+                                         # brokers (at 32 Starling's fan-out is bounded by window/latency, not CPU)
 SCENARIOS=(
   "fanout-1x1000|off on|fanout --publishers 1 --topics 1 --subscribers 1000 --rate $FANOUT1_RATE"
   "fanout-${N_TOPICS}x100|off on|fanout --publishers 4 --topics $N_TOPICS --subscribers 100 --rate $FANOUT100_RATE"
   "rooms-100x20|off on|rooms --rooms 100 --members 20 --rate $ROOMS_RATE"
   "queue-4p4c|off on|queue --producers 4 --consumers 4 --queues 1 --ack client-individual --rate $QUEUE_RATE"
   "connections-$((N_CONN / 1000))k|off on|connections --connections $N_CONN --heartbeat 10000 --hold $HOLD --source-addresses 4 --workers 2"
-  "fanout-1x1000-max|off|fanout --publishers 1 --topics 1 --subscribers 1000 --rate 0"
-  "fanout-${N_TOPICS}x100-max|off|fanout --publishers 4 --topics $N_TOPICS --subscribers 100 --rate 0"
+  "fanout-1x1000-max|off|fanout --publishers 1 --topics 1 --subscribers 1000 --rate 0 --in-flight $MAX_IN_FLIGHT"
+  "fanout-${N_TOPICS}x100-max|off|fanout --publishers 4 --topics $N_TOPICS --subscribers 100 --rate 0 --in-flight $MAX_IN_FLIGHT"
 )
 
 # ---------------------------------------------------------------- build

@@ -35,7 +35,7 @@ extension ClientConnection {
             let interval = 1e9 / publisher.rate
             publisher.startedAt = start + UInt64(Double.random(in: 0..<min(interval, 1e9)))
             self.publisher = publisher
-            self.stats.pacedPublishers.append(self)
+            self.stats.pacedPublishers.insert(self, due: publisher.startedAt)
         } else {
             self.schedulePump()
         }
@@ -70,13 +70,14 @@ extension ClientConnection {
         self.schedulePump()
     }
 
-    /// Paced: send what is due by now (called by the loop's 1 ms timer).
-    func sendDue(now: UInt64) {
+    /// Paced: send what is due by now (called by the loop's 1 ms timer when this publisher is due). Returns when
+    /// the next message is due, or nil when nothing could be sent now.
+    func sendDue(now: UInt64) -> UInt64? {
         guard let publisher = self.publisher, self.state == .open, now >= publisher.startedAt,
             let context = self.context, context.channel.isWritable
-        else { return }
+        else { return nil }
         let due = UInt64(Double(now - publisher.startedAt) * publisher.rate / 1e9) + 1
-        guard due > publisher.sent else { return }
+        guard due > publisher.sent else { return self.nextDue() }
         let count = min(due - publisher.sent, UInt64(Self.maxPerTick))
         for _ in 0..<count {
             self.appendNextSend(now: now)
@@ -86,6 +87,13 @@ extension ClientConnection {
             self.publisher!.sent = due
         }
         self.finishBatch()
+        return self.nextDue()
+    }
+
+    /// When message number `sent + 1` of the paced schedule is due.
+    private func nextDue() -> UInt64? {
+        guard let publisher = self.publisher else { return nil }
+        return publisher.startedAt + UInt64(Double(publisher.sent) * 1e9 / publisher.rate)
     }
 
     private func finishBatch() {

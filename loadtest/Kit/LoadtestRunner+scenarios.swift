@@ -93,7 +93,13 @@ extension LoadtestRunner {
                         task.cancel()
                         return
                     }
-                    for publisher in stats.pacedPublishers { publisher.sendDue(now: now) }
+                    var due: [ClientConnection] = []
+                    while let publisher = stats.pacedPublishers.popDue(now: now) { due.append(publisher) }
+                    for publisher in due {
+                        // Not sent (socket full, connection closing): look again in a millisecond.
+                        let next = publisher.sendDue(now: now) ?? now + 1_000_000
+                        stats.pacedPublishers.insert(publisher, due: next)
+                    }
                 }
             }.get()
         }

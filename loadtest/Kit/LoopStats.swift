@@ -29,7 +29,7 @@ final class LoopStats {
     /// Deliveries this loop's publishers made due (sent x subscribers), mirrored into the flow window.
     var expectedDeliveries = 0
     /// Publishers on this loop with a fixed rate, driven by one timer per loop.
-    var pacedPublishers: [ClientConnection] = []
+    var pacedPublishers = PacingHeap<ClientConnection>()
     var pacer: RepeatedTask?
     /// Live connections on this loop, for closing at the end.
     var connections: [ObjectIdentifier: ClientConnection] = [:]

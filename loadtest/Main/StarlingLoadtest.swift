@@ -49,7 +49,7 @@ struct StarlingLoadtest: AsyncParsableCommand {
     @Option(help: "connections: child processes sharing the connections.") var workers = 1
     @Option(name: .customLong("worker-index"), help: .hidden) var workerIndex: Int?
     @Option(name: .customLong("in-flight"), help: ArgumentHelp(
-        "--rate 0: messages in flight (sent, not yet received) per subscription.", visibility: .hidden))
+        "--rate 0: messages in flight (sent, not yet received) per subscription. Throughput at rate 0 is at most this window divided by the latency (Little's law)."))
     var inFlight = 32
 
     /// Default `--rate` per scenario: rooms chat at 1 msg/s per member; the others go as fast as possible.
