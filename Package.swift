@@ -27,6 +27,11 @@ let package = Package(
             providers: [.apt(["zlib1g-dev"])]
         ),
         .systemLibrary(
+            name: "CSQLite",
+            pkgConfig: "sqlite3",
+            providers: [.apt(["libsqlite3-dev"])]
+        ),
+        .systemLibrary(
             name: "COpenSSL",
             pkgConfig: "libcrypto",
             providers: [.apt(["libssl-dev"])]
@@ -57,11 +62,20 @@ let package = Package(
             ]
         ),
         .target(
+            name: "StarlingStore",
+            dependencies: [
+                "CSQLite",
+                "StarlingBroker",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
+        .target(
             name: "StarlingServer",
             dependencies: [
                 "StarlingSTOMP",
                 "StarlingWebSocket",
                 "StarlingBroker",
+                "StarlingStore",
                 "COpenSSL",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -119,6 +133,14 @@ let package = Package(
             dependencies: [
                 "StarlingBroker",
                 .product(name: "NIOEmbedded", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
+            name: "StarlingStoreTests",
+            dependencies: [
+                "StarlingStore",
+                "StarlingBroker",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
         .testTarget(

@@ -1,3 +1,4 @@
+import Atomics
 import NIOCore
 
 /// The pub/sub core: one `LoopBroker` per event loop plus the shared `InterestTable`.
@@ -6,16 +7,22 @@ public final class Broker: Sendable {
     public let interest: InterestTable
     /// Recent `idempotency-key`s of SENDs, shared by all loops.
     public let idempotency: IdempotencyTable
+    /// Where persistent queue messages are kept (nil: memory only).
+    public let store: MessageStore?
+    private let nextStoreID = ManagedAtomic<UInt64>(1)
 
     public init(
         eventLoops: [any EventLoop], queuePolicies: QueuePolicies = QueuePolicies(),
-        idempotency: IdempotencyTable = IdempotencyTable()
+        idempotency: IdempotencyTable = IdempotencyTable(), store: MessageStore? = nil
     ) {
         precondition(!eventLoops.isEmpty)
         self.interest = InterestTable(loopCount: eventLoops.count)
         self.idempotency = idempotency
+        self.store = store
         self.loops = eventLoops.enumerated().map {
-            LoopBroker(index: $0.offset, eventLoop: $0.element, loopCount: eventLoops.count, queuePolicies: queuePolicies)
+            LoopBroker(
+                index: $0.offset, eventLoop: $0.element, loopCount: eventLoops.count, queuePolicies: queuePolicies, store: store
+            )
         }
         for loop in self.loops { loop.broker = self }
     }
@@ -31,6 +38,28 @@ public final class Broker: Sendable {
         for loop in self.loops {
             loop.eventLoop.execute { loop.shutdownConnections() }
         }
+    }
+
+    /// A new store id (unique and increasing over the broker's life, continuing after recovered ones).
+    func makeStoreID() -> UInt64 {
+        self.nextStoreID.loadThenWrappingIncrement(ordering: .relaxed)
+    }
+
+    /// Puts what the store held back into the queues (each on its owning loop) and waits until it is there.
+    /// Call before accepting connections.
+    public func restore(_ contents: StoreContents) async throws {
+        self.nextStoreID.store(max(contents.nextStoreID, 1), ordering: .relaxed)
+        var messages = Array(repeating: [StoredMessage](), count: self.loops.count)
+        var bindings = Array(repeating: [(queue: String, pattern: String)](), count: self.loops.count)
+        let router = self.loops[0]
+        for message in contents.messages { messages[router.queueOwner(message.queue)].append(message) }
+        for binding in contents.bindings { bindings[router.queueOwner(binding.queue)].append(binding) }
+        for loop in self.loops {
+            let (mine, myBindings) = (messages[loop.index], bindings[loop.index])
+            try await loop.eventLoop.submit { loop.queueHost.restore(messages: mine, bindings: myBindings) }.get()
+        }
+        // Dead letters and dispatches posted during the restore reach their loops before this returns.
+        for loop in self.loops { try await loop.eventLoop.submit {}.get() }
     }
 
     /// Ready, unacknowledged and consumer counts of queue `destination` (hops to its owning loop); nil when the queue

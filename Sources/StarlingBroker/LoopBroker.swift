@@ -28,11 +28,11 @@ public final class LoopBroker: @unchecked Sendable {
     /// Caches are dropped when they grow past this many destinations (bounded memory under many topics).
     static let cacheLimit = 8192
 
-    init(index: Int, eventLoop: any EventLoop, loopCount: Int, queuePolicies: QueuePolicies) {
+    init(index: Int, eventLoop: any EventLoop, loopCount: Int, queuePolicies: QueuePolicies, store: MessageStore?) {
         self.index = index
         self.eventLoop = eventLoop
         self.outbox = Array(repeating: [], count: loopCount)
-        self.queueHost = QueueHost(loop: self, loopCount: loopCount, policies: queuePolicies)
+        self.queueHost = QueueHost(loop: self, loopCount: loopCount, policies: queuePolicies, store: store)
     }
 
     // MARK: connections
@@ -224,10 +224,11 @@ public final class LoopBroker: @unchecked Sendable {
         )
     }
 
-    /// ACK (or an `auto` delivery written): the queue forgets these deliveries.
-    public func acknowledge(_ tags: [UInt64], queue destination: String) {
-        guard !tags.isEmpty else { return }
-        self.queueHost.postToOwner(.acknowledge(destination: destination, tags: tags), destination: destination)
+    /// ACK (or an `auto` delivery written): the queue forgets these deliveries. With `reply`, the outcome comes
+    /// back through `enqueueFinished` once the removal is durable (an ACK's receipt).
+    public func acknowledge(_ tags: [UInt64], queue destination: String, reply: QueueReply? = nil) {
+        guard !tags.isEmpty || reply != nil else { return }
+        self.queueHost.postToOwner(.acknowledge(destination: destination, tags: tags, reply: reply), destination: destination)
     }
 
     /// NACK: back to the queue (`requeue`) or to its dead-letter queue.
@@ -258,9 +259,9 @@ public final class LoopBroker: @unchecked Sendable {
     }
 
     /// The subscription-index words of a published destination (a topic, or a user's `/user/<login>/<rest>`).
-    static func routingWords(_ destination: String) -> [Substring]? {
+    static func routingWords(_ destination: String, subscribing: Bool = false) -> [Substring]? {
         if let (login, rest) = UserDestination.sendTarget(destination) { return UserDestination.words(login: login, rest: rest) }
-        return try? TopicName.publishWords(destination)
+        return subscribing ? try? TopicName.patternWords(destination) : try? TopicName.publishWords(destination)
     }
 
     private func localSubscribers(_ destination: String) -> [TopicSubscription] {

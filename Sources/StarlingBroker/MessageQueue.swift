@@ -9,6 +9,8 @@ public struct QueuedMessage: Sendable {
     public var deliveryCount: Int
     /// Wall-clock expiry in ms since 1970, or nil.
     public let expiresAt: Int64?
+    /// Set when the message is in the store (sent with `persistent:true`).
+    public var storeID: UInt64?
 
     public var size: Int { self.message.body.readableBytes }
 }
@@ -74,6 +76,9 @@ public struct MessageQueue {
     public private(set) var readyBytes = 0
     /// Messages dropped because they expired with `expiredAction = drop`.
     public private(set) var droppedExpired = 0
+    /// Store ids of stored messages that left the queue (acknowledged, or dropped) since the last
+    /// `drainRemovedStoreIDs`: the owner deletes them from the store. Dead letters are not in it (the owner moves them).
+    private var removedStoreIDs: [UInt64] = []
 
     public init(destination: String, policy: QueuePolicy) {
         self.destination = destination
@@ -89,7 +94,9 @@ public struct MessageQueue {
     // MARK: producing
 
     /// Appends `message`; `deliveryCount` > 0 for a message that comes from elsewhere with a history.
-    public mutating func enqueue(_ message: BrokerMessage, expiresAt: Int64?, deliveryCount: Int = 0) -> EnqueueResult {
+    public mutating func enqueue(
+        _ message: BrokerMessage, expiresAt: Int64?, deliveryCount: Int = 0, storeID: UInt64? = nil
+    ) -> EnqueueResult {
         var deadLettered: [DeadLetter] = []
         let size = message.body.readableBytes
         while self.ready.count >= self.policy.maxLength || self.readyBytes + size > self.policy.maxBytes {
@@ -102,7 +109,8 @@ public struct MessageQueue {
             deadLettered.append(DeadLetter(message: self.removeFirstReady(), reason: .maxLength))
         }
         let queued = QueuedMessage(
-            message: message, sequence: self.nextSequence, deliveryCount: deliveryCount, expiresAt: expiresAt
+            message: message, sequence: self.nextSequence, deliveryCount: deliveryCount, expiresAt: expiresAt,
+            storeID: storeID
         )
         self.nextSequence += 1
         self.appendReady(queued)
@@ -167,9 +175,27 @@ public struct MessageQueue {
     /// The consumer is done with these deliveries (ACK, or written in `auto` mode). Unknown tags are ignored.
     public mutating func acknowledge(_ tags: [UInt64]) {
         for tag in tags {
-            guard let (consumer, _) = self.unacked.removeValue(forKey: tag) else { continue }
+            guard let (consumer, message) = self.unacked.removeValue(forKey: tag) else { continue }
             self.releaseCredit(consumer)
+            if let storeID = message.storeID { self.removedStoreIDs.append(storeID) }
         }
+    }
+
+    /// Store ids of stored messages that left the queue since the last call (see `removedStoreIDs`).
+    public mutating func drainRemovedStoreIDs() -> [UInt64] {
+        defer { self.removedStoreIDs.removeAll() }
+        return self.removedStoreIDs
+    }
+
+    /// Removes a ready message (its store write failed, so its producer is told it was refused). False when it
+    /// was already delivered.
+    @discardableResult
+    public mutating func removeReady(storeID: UInt64) -> Bool {
+        guard let index = self.ready.firstIndex(where: { $0.storeID == storeID }) else { return false }
+        let message = self.ready.remove(at: index)
+        self.readyBytes -= message.size
+        if message.expiresAt != nil { self.expiring -= 1 }
+        return true
     }
 
     /// NACK: back to the front of the queue (`requeue`), or to the dead-letter queue.
@@ -244,7 +270,9 @@ public struct MessageQueue {
     private mutating func expired(_ message: QueuedMessage, into deadLettered: inout [DeadLetter]) {
         switch self.policy.expiredAction {
         case .deadLetter: deadLettered.append(DeadLetter(message: message, reason: .expired))
-        case .drop: self.droppedExpired += 1
+        case .drop:
+            self.droppedExpired += 1
+            if let storeID = message.storeID { self.removedStoreIDs.append(storeID) }
         }
     }
 

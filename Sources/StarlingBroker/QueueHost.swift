@@ -11,6 +11,8 @@ public struct QueueEnqueue: Sendable {
     public var deliveryCount: Int = 0
     /// Where to report the outcome: nil when nobody waits (dead letters).
     public var reply: QueueReply?
+    /// Already in the store under this id (recovered at start, or a dead letter written with its removal).
+    public var storeID: UInt64?
 
     public init(destination: String, message: BrokerMessage, expiresAt: Int64?, reply: QueueReply?) {
         self.destination = destination
@@ -43,7 +45,8 @@ enum QueueCommand: Sendable {
     case enqueue(QueueEnqueue)
     case addConsumer(QueueSubscription)
     case removeConsumer(destination: String, consumerID: UInt64)
-    case acknowledge(destination: String, tags: [UInt64])
+    /// `reply`: the ACK asked for a receipt, answered once the removal is durable.
+    case acknowledge(destination: String, tags: [UInt64], reply: QueueReply?)
     case reject(destination: String, tags: [UInt64], requeue: Bool)
     case returnUndelivered(destination: String, tags: [UInt64])
     /// Durable topic subscription: topic messages matching `pattern` are kept in `queue` (created if needed).
@@ -73,15 +76,28 @@ final class QueueHost: @unchecked Sendable {
     private var sweepTask: RepeatedTask?
     /// Durable subscriptions whose queue this loop owns, by queue.
     private var durableBindings: [String: TopicSubscription] = [:]
+    /// Where persistent messages go (nil: everything in memory).
+    let store: MessageStore?
+    /// Store writes of this hop, submitted as one batch at its end, and who waits for them.
+    private var storeOperations: [StoreOperation] = []
+    private var storeWaiters: [StoreWaiter] = []
+
+    private enum StoreWaiter {
+        /// A persistent message's producer (RECEIPT, or ERROR if the write failed).
+        case enqueued(QueueReply, destination: String, storeID: UInt64)
+        /// An ACK with a receipt.
+        case acknowledged(QueueReply)
+    }
     let policies: QueuePolicies
 
     /// How often expired messages are swept out of queues nobody consumes from.
     static let sweepInterval = TimeAmount.seconds(1)
 
-    init(loop: LoopBroker, loopCount: Int, policies: QueuePolicies) {
+    init(loop: LoopBroker, loopCount: Int, policies: QueuePolicies, store: MessageStore?) {
         self.loop = loop
         self.outbox = Array(repeating: [], count: loopCount)
         self.policies = policies
+        self.store = store
     }
 
     /// The policy of queue `destination` (the one it was created with, if it exists).
@@ -157,8 +173,10 @@ final class QueueHost: @unchecked Sendable {
             case .unbindDurable(let queue):
                 if let binding = self.durableBindings.removeValue(forKey: queue) { self.loop.unsubscribe(binding) }
                 self.queues[queue] = nil
-            case .acknowledge(let destination, let tags):
+                if self.store != nil { self.storeOperations.append(.deleteBinding(queue: queue)) }
+            case .acknowledge(let destination, let tags, let reply):
                 self.withQueue(destination) { $0.acknowledge(tags) }
+                if let reply { self.storeWaiters.append(.acknowledged(reply)) }
             case .reject(let destination, let tags, let requeue):
                 let deadLettered = self.withQueue(destination) { $0.reject(tags, requeue: requeue) }
                 self.deadLetter(deadLettered, from: destination)
@@ -177,6 +195,7 @@ final class QueueHost: @unchecked Sendable {
             }
         }
         self.dispatchDirtyQueues()
+        self.submitStoreOperations()
         self.loop.flushDirty()
     }
 
@@ -191,16 +210,106 @@ final class QueueHost: @unchecked Sendable {
         }
         var expiresAt = enqueue.expiresAt
         if expiresAt == nil, let ttl = self.policy(for: enqueue.destination).defaultTTL { expiresAt = WallClock.milliseconds() + ttl }
+        var storeID = enqueue.storeID
+        let newlyStored = storeID == nil && self.isPersistent(enqueue.message, in: enqueue.destination)
+        if newlyStored { storeID = self.loop.broker.makeStoreID() }
         let result = self.withQueue(enqueue.destination) {
-            $0.enqueue(enqueue.message, expiresAt: expiresAt, deliveryCount: enqueue.deliveryCount)
+            $0.enqueue(enqueue.message, expiresAt: expiresAt, deliveryCount: enqueue.deliveryCount, storeID: storeID)
         }
         switch result {
         case .accepted(let deadLettered):
-            if let reply = enqueue.reply, reply.wantsSuccess { self.post(.enqueued(reply, refusal: nil), to: reply.loopIndex) }
+            if newlyStored, let storeID {
+                self.storeOperations.append(.insert(Self.stored(
+                    enqueue.message, queue: enqueue.destination, storeID: storeID, expiresAt: expiresAt,
+                    deliveryCount: enqueue.deliveryCount
+                )))
+                if let reply = enqueue.reply {
+                    self.storeWaiters.append(.enqueued(reply, destination: enqueue.destination, storeID: storeID))
+                }
+            } else if let reply = enqueue.reply, reply.wantsSuccess {
+                self.post(.enqueued(reply, refusal: nil), to: reply.loopIndex)
+            }
             self.deadLetter(deadLettered, from: enqueue.destination)
         case .rejected(let reason):
+            // A message that was already stored (a dead letter) and found no room is removed from the store.
+            if !newlyStored, let storeID { self.storeOperations.append(.delete(storeID: storeID)) }
             if let reply = enqueue.reply { self.post(.enqueued(reply, refusal: reason), to: reply.loopIndex) }
         }
+    }
+
+    /// Sent with `persistent:true` to a queue that is not temporary, and there is a store.
+    private func isPersistent(_ message: BrokerMessage, in destination: String) -> Bool {
+        self.store != nil && message.headers["persistent"] == "true" && !TempQueueName.isTemporary(destination)
+    }
+
+    static func stored(_ message: BrokerMessage, queue: String, storeID: UInt64, expiresAt: Int64?, deliveryCount: Int) -> StoredMessage {
+        var headers: [StoredMessage.Header] = []
+        for (name, value) in message.headers where name != "destination" && name != "message-id" {
+            headers.append(StoredMessage.Header(name, value))
+        }
+        return StoredMessage(
+            storeID: storeID, queue: queue, messageID: message.messageID, destination: message.destination,
+            headers: headers, body: Array(message.body.readableBytesView), expiresAt: expiresAt, deliveryCount: deliveryCount
+        )
+    }
+
+    // MARK: store
+
+    /// Submits this hop's store writes as one batch; whoever waits for them hears back on this loop.
+    private func submitStoreOperations() {
+        guard !self.storeOperations.isEmpty || !self.storeWaiters.isEmpty else { return }
+        let operations = self.storeOperations
+        let waiters = self.storeWaiters
+        self.storeOperations.removeAll(keepingCapacity: true)
+        self.storeWaiters.removeAll(keepingCapacity: true)
+        guard let store = self.store, !operations.isEmpty else {
+            self.storeFinished(waiters, error: nil)
+            return
+        }
+        let loop = self.loop
+        store.submit(operations) { error in
+            loop.eventLoop.execute { loop.queueHost.storeFinished(waiters, error: error) }
+        }
+    }
+
+    private func storeFinished(_ waiters: [StoreWaiter], error: StoreError?) {
+        for waiter in waiters {
+            switch waiter {
+            case .enqueued(let reply, let destination, let storeID):
+                if let error {
+                    // Not durable: take it back (unless already delivered) and tell the producer.
+                    _ = self.queues[destination]?.removeReady(storeID: storeID)
+                    self.post(.enqueued(reply, refusal: "cannot store the message: \(error)"), to: reply.loopIndex)
+                } else if reply.wantsSuccess {
+                    self.post(.enqueued(reply, refusal: nil), to: reply.loopIndex)
+                }
+            case .acknowledged(let reply):
+                self.post(.enqueued(reply, refusal: error.map { "cannot store the acknowledgement: \($0)" }), to: reply.loopIndex)
+            }
+        }
+    }
+
+    /// Restores what the store held (at start, before connections): durable bindings, then messages in their
+    /// queues in stored order, with their delivery counts.
+    func restore(messages: [StoredMessage], bindings: [(queue: String, pattern: String)]) {
+        for (queue, pattern) in bindings {
+            guard let words = LoopBroker.routingWords(pattern, subscribing: true) else { continue }
+            self.bindDurable(queue: queue, pattern: pattern, words: words, save: false)
+        }
+        for stored in messages {
+            var headers = STOMPHeaders()
+            for header in stored.headers { headers.add(header.name, header.value) }
+            let message = BrokerMessage(
+                destination: stored.destination, messageID: stored.messageID, sendHeaders: headers,
+                body: ByteBuffer(bytes: stored.body), allocator: ByteBufferAllocator()
+            )
+            var enqueue = QueueEnqueue(destination: stored.queue, message: message, expiresAt: stored.expiresAt, reply: nil)
+            enqueue.storeID = stored.storeID
+            enqueue.deliveryCount = stored.deliveryCount
+            self.enqueue(enqueue)
+        }
+        self.dispatchDirtyQueues()
+        self.submitStoreOperations()
     }
 
     /// Runs `body` on the queue for `destination` (created on first use) and marks it for dispatch.
@@ -211,7 +320,9 @@ final class QueueHost: @unchecked Sendable {
             self.startSweeping()
         }
         self.dirtyQueues.insert(destination)
-        return body(&self.queues[destination]!)
+        let result = body(&self.queues[destination]!)
+        for storeID in self.queues[destination]!.drainRemovedStoreIDs() { self.storeOperations.append(.delete(storeID: storeID)) }
+        return result
     }
 
     private func dispatchDirtyQueues() {
@@ -221,7 +332,11 @@ final class QueueHost: @unchecked Sendable {
         self.dirtyQueues.removeAll(keepingCapacity: true)
         for destination in dirty where self.queues[destination] != nil {
             let (dispatches, deadLettered) = self.queues[destination]!.dispatch(now: now)
+            for storeID in self.queues[destination]!.drainRemovedStoreIDs() { self.storeOperations.append(.delete(storeID: storeID)) }
             for dispatch in dispatches {
+                if let storeID = dispatch.message.storeID {
+                    self.storeOperations.append(.setDeliveryCount(storeID: storeID, count: dispatch.message.deliveryCount))
+                }
                 guard let consumer = self.consumers[dispatch.consumer] else { continue }
                 self.post(.deliver(consumer, dispatch), to: consumer.loopIndex)
             }
@@ -235,7 +350,12 @@ final class QueueHost: @unchecked Sendable {
     /// Moves dead letters to the dead-letter queue of `destination`, with headers saying why. A dead-letter queue's
     /// own dead letters are dropped.
     private func deadLetter(_ deadLettered: [DeadLetter], from destination: String) {
-        guard !deadLettered.isEmpty, let target = self.policy(for: destination).deadLetterDestination(for: destination) else {
+        guard !deadLettered.isEmpty else { return }
+        guard let target = self.policy(for: destination).deadLetterDestination(for: destination) else {
+            // A dead-letter queue's own dead letters are dropped.
+            for letter in deadLettered {
+                if let storeID = letter.message.storeID { self.storeOperations.append(.delete(storeID: storeID)) }
+            }
             return
         }
         let now = WallClock.milliseconds()
@@ -251,13 +371,21 @@ final class QueueHost: @unchecked Sendable {
                 destination: target, messageID: original.messageID, sendHeaders: headers, body: original.body,
                 allocator: ByteBufferAllocator()
             )
-            self.postToOwner(.enqueue(QueueEnqueue(destination: target, message: message, expiresAt: nil, reply: nil)), destination: target)
+            var enqueue = QueueEnqueue(destination: target, message: message, expiresAt: nil, reply: nil)
+            if let oldID = letter.message.storeID {
+                // Moved in one store batch: the copy in the dead-letter queue is written with the removal.
+                let newID = self.loop.broker.makeStoreID()
+                self.storeOperations.append(.insert(Self.stored(message, queue: target, storeID: newID, expiresAt: nil, deliveryCount: 0)))
+                self.storeOperations.append(.delete(storeID: oldID))
+                enqueue.storeID = newID
+            }
+            self.postToOwner(.enqueue(enqueue), destination: target)
         }
     }
 
     // MARK: durable subscriptions
 
-    private func bindDurable(queue: String, pattern: String, words: [Substring]) {
+    private func bindDurable(queue: String, pattern: String, words: [Substring], save: Bool = true) {
         if let existing = self.durableBindings[queue] {
             if existing.destination == pattern { return }
             // Re-subscribed to another topic: the old binding ends (what it collected stays in the queue).
@@ -270,6 +398,7 @@ final class QueueHost: @unchecked Sendable {
         self.durableBindings[queue] = binding
         self.loop.subscribe(binding)
         self.withQueue(queue) { _ in }
+        if save, self.store != nil { self.storeOperations.append(.saveBinding(queue: queue, pattern: pattern)) }
     }
 
     // MARK: expiry
@@ -291,8 +420,10 @@ final class QueueHost: @unchecked Sendable {
                 self.deadLetter(deadLettered, from: destination)
                 self.dirtyQueues.insert(destination)
             }
+            for storeID in self.queues[destination]!.drainRemovedStoreIDs() { self.storeOperations.append(.delete(storeID: storeID)) }
         }
         self.dispatchDirtyQueues()
+        self.submitStoreOperations()
     }
 
     func stop() {

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import StarlingBroker
+import StarlingStore
 
 /// The named settings of the command-line contract (DESIGN.md): each is a flag `--name`, an environment variable
 /// `STARLING_NAME` (upper case, `-` -> `_`) and a top-level key `name = value` of the `--config` file.
@@ -16,7 +17,10 @@ extension ServerConfiguration {
         ("host", "address to listen on (default 127.0.0.1)"),
         ("port", "HTTP + WebSocket port (default 8080; 0 = any free port)"),
         ("stomp-port", "plain TCP STOMP port (default 61613; 0 = any free port; off = disabled)"),
-        ("data-dir", "data directory (default ./starling-data)"),
+        ("data-dir", "data directory: the message store starling.db lives here (default ./starling-data)"),
+        ("storage", "sqlite (persistent messages survive restarts and crashes) | memory (default sqlite)"),
+        ("fsync", "always (a persistent SEND's RECEIPT means it is on disk) | interval (fsync every fsync-interval-ms; a power failure loses at most that) | off (default always)"),
+        ("fsync-interval-ms", "with fsync = interval: how often the store is fsynced (default 1000)"),
         ("log-level", "trace|debug|info|notice|warning|error|critical (default info)"),
         ("echo-path", "WebSocket echo endpoint for conformance testing, e.g. /echo (default off)"),
         ("web-root", "directory served at / (default: ./web-client or the one next to the binary)"),
@@ -61,6 +65,15 @@ extension ServerConfiguration {
         case "port": self.port = try integer(0...65535)
         case "stomp-port": self.stompPort = (value == "off" || value == "false") ? nil : try integer(0...65535)
         case "data-dir": self.dataDirectory = value
+        case "storage":
+            guard let storage = Storage(rawValue: value) else { throw SettingError("storage: expected sqlite or memory, got '\(value)'") }
+            self.storage = storage
+        case "fsync":
+            guard let policy = StoreSyncPolicy(rawValue: value) else {
+                throw SettingError("fsync: expected always, interval or off, got '\(value)'")
+            }
+            self.fsync = policy
+        case "fsync-interval-ms": self.fsyncIntervalMilliseconds = try integer(1...3_600_000)
         case "log-level":
             guard let level = Logger.Level(rawValue: value.lowercased()) else {
                 throw SettingError("log-level: expected trace, debug, info, notice, warning, error or critical, got '\(value)'")

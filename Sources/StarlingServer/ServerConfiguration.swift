@@ -1,6 +1,7 @@
 import NIOCore
 import StarlingBroker
 import StarlingSTOMP
+import StarlingStore
 import StarlingWebSocket
 
 /// Everything the server needs to start, with the defaults of DESIGN.md's command-line contract.
@@ -22,6 +23,17 @@ public struct ServerConfiguration: Sendable {
     public var limits = Limits()
     public var heartbeat = Heartbeat()
     public var webSocket = WebSocketSettings()
+    /// Where persistent messages are kept: an SQLite database in `dataDirectory`, or memory only.
+    public var storage = Storage.sqlite
+    /// When the store's writes are fsynced (see `StoreSyncPolicy`).
+    public var fsync = StoreSyncPolicy.always
+    public var fsyncIntervalMilliseconds = 1000
+
+    public enum Storage: String, Sendable {
+        case sqlite
+        case memory
+    }
+
     /// How a `/queue/` behaves when no `[[policy]]` table matches it (the top-level `queue-*` settings).
     public var queues = QueuePolicy()
     /// `[[policy]]` tables for queues, first match wins.

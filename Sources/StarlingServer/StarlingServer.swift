@@ -7,6 +7,7 @@ import NIOPosix
 import ServiceLifecycle
 import StarlingBroker
 import StarlingSTOMP
+import StarlingStore
 import StarlingWebSocket
 
 /// The server: HTTP + WebSocket and plain TCP STOMP listeners over one event loop group and one broker.
@@ -30,16 +31,37 @@ public final class StarlingServer: Service, Sendable {
     /// One per event loop, in the broker's loop order; each is touched only on its loop.
     private let perLoop: PerLoopResources
     private let connectionTemplate: STOMPConnection.Settings
+    private let store: SQLiteMessageStore?
 
-    public init(configuration: ServerConfiguration, logger: Logger) {
+    /// Why the server cannot start (an unusable data directory, a damaged store).
+    public struct StartError: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    /// Opens the store (with `storage = sqlite`) and builds the broker; `start()` recovers the store's contents.
+    public init(configuration: ServerConfiguration, logger: Logger) throws {
         self.configuration = configuration
         self.logger = logger
+        var store: SQLiteMessageStore?
+        if configuration.storage == .sqlite {
+            do {
+                store = try SQLiteMessageStore(
+                    directory: configuration.dataDirectory, sync: configuration.fsync,
+                    syncInterval: Double(configuration.fsyncIntervalMilliseconds) / 1000
+                )
+            } catch {
+                throw StartError(description: "storage: \(error.description)")
+            }
+        }
+        self.store = store
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.eventLoopCount))
         self.broker = Broker(
-            eventLoops: self.group.makeIterator().map { $0 }, queuePolicies: QueuePolicies(defaultPolicy: configuration.queues, rules: configuration.queuePolicyRules),
+            eventLoops: self.group.makeIterator().map { $0 },
+            queuePolicies: QueuePolicies(defaultPolicy: configuration.queues, rules: configuration.queuePolicyRules),
             idempotency: IdempotencyTable(
                 windowMilliseconds: Int64(configuration.idempotencyWindowMilliseconds), capacity: configuration.idempotencyMaxKeys
-            )
+            ),
+            store: store
         )
         self.nodeTag = String(UInt32.random(in: 0x1000_0000...UInt32.max), radix: 16)
         self.connectionTemplate = Self.connectionTemplate(configuration)
@@ -57,8 +79,24 @@ public final class StarlingServer: Service, Sendable {
         await self.shutdown()
     }
 
-    /// Binds the listeners and logs the `listening` line. Ports of 0 are bound to free ports.
+    /// Recovers the store, binds the listeners and logs the `listening` line. Ports of 0 are bound to free ports.
     public func start() async throws -> BoundAddresses {
+        if let store = self.store {
+            let began = NIODeadline.now()
+            let contents: StoreContents
+            do {
+                contents = try store.recover()
+            } catch {
+                throw StartError(description: "storage: \(error.description)")
+            }
+            try await self.broker.restore(contents)
+            store.start()
+            let milliseconds = (NIODeadline.now() - began).nanoseconds / 1_000_000
+            self.logger.info("store recovered", metadata: [
+                "path": "\(store.path)", "messages": "\(contents.messages.count)",
+                "durable_subscriptions": "\(contents.bindings.count)", "ms": "\(milliseconds)", "fsync": "\(store.sync.rawValue)",
+            ])
+        }
         let files = StaticFiles(root: self.configuration.webRoot ?? StaticFiles.defaultRoot())
         let http = try await self.bindHTTP(files: files)
         var stomp: (any Channel)?
@@ -95,8 +133,10 @@ public final class StarlingServer: Service, Sendable {
             if remaining == 0 { break }
             try? await Task.sleep(for: .milliseconds(50))
         }
-        self.logger.info("stopped")
         try? await self.group.shutdownGracefully()
+        // After the loops: everything they submitted is written before the store closes.
+        self.store?.close()
+        self.logger.info("stopped")
     }
 
     // MARK: listeners

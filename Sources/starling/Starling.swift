@@ -58,7 +58,7 @@ struct Starling: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "starling")
-        let server = StarlingServer(configuration: configuration, logger: logger)
+        let server = try StarlingServer(configuration: configuration, logger: logger)
         let group = ServiceGroup(
             configuration: .init(
                 services: [.init(service: server)],

@@ -13,7 +13,8 @@ struct ServerEndToEndTests {
         configuration.stompPort = 0
         configuration.eventLoopCount = 2
         configuration.webRoot = nil
-        let server = StarlingServer(configuration: configuration, logger: Logger(label: "test"))
+        configuration.storage = .memory
+        let server = try StarlingServer(configuration: configuration, logger: Logger(label: "test"))
         let addresses = try await server.start()
         do {
             try await body(server, addresses.stomp!.port!)
@@ -80,7 +81,8 @@ struct ServerEndToEndTests {
         configuration.port = 0
         configuration.stompPort = 0
         configuration.webRoot = nil
-        let server = StarlingServer(configuration: configuration, logger: Logger(label: "test"))
+        configuration.storage = .memory
+        let server = try StarlingServer(configuration: configuration, logger: Logger(label: "test"))
         let addresses = try await server.start()
         let client = try await TestSTOMPClient.connect(port: addresses.stomp!.port!)
         try await client.send("CONNECT\naccept-version:1.2\n\n\0")

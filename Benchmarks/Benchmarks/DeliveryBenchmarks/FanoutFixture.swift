@@ -50,11 +50,12 @@ final class FanoutFixture: @unchecked Sendable {
         configuration.stompPort = 0
         configuration.webRoot = nil
         configuration.eventLoopCount = 2
+        configuration.storage = .memory
         // A subscriber never sends heart-beats; keep the server from timing anything out during a run.
         configuration.heartbeat.connectTimeoutMilliseconds = 600_000
         var logger = Logger(label: "starling-benchmark")
         logger.logLevel = .error
-        let server = StarlingServer(configuration: configuration, logger: logger)
+        let server = try StarlingServer(configuration: configuration, logger: logger)
         self.server = server
         let addresses = try await server.start()
         guard let httpPort = addresses.http.port, let stompPort = addresses.stomp?.port else {

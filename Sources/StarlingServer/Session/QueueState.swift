@@ -39,6 +39,11 @@ struct QueueState {
         return self.nextToken
     }
 
+    /// One more queue answer to wait for before the receipt of `token` (if a receipt waits on it).
+    mutating func expectReply(_ token: UInt64) {
+        self.receiptWaits[token]?.remaining += 1
+    }
+
     /// Records a delivery that needs an ACK and returns its ack id.
     mutating func record(_ dispatch: QueueDispatch, subscription: QueueSubscription, messageID: String) -> String {
         self.nextAckID += 1

@@ -145,28 +145,24 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
         self.close(.protocolError)
     }
 
-    /// Carries out a SEND, ACK/NACK or COMMIT, then answers `receipt`: at once, or once every queue that got a
-    /// message accepted it (a refusal is an ERROR with the receipt id instead).
+    /// Carries out a SEND, ACK/NACK or COMMIT, then answers `receipt`: once every queue that got a message accepted
+    /// it (durably, for a persistent one) and every ACK of a stored message is durable; a refusal is an ERROR with
+    /// the receipt id instead. Without queues involved the RECEIPT goes at once.
     private func execute(_ work: [SessionStateMachine.Work], receipt: String?) {
-        let queueSends = work.reduce(0) { count, item in
-            if case .publish(let publish) = item, publish.destination.hasPrefix(QueueName.prefix) { return count + 1 }
-            return count
-        }
-        var token: UInt64 = 0
-        if queueSends > 0 {
-            token = self.queue.makeToken()
-            if let receipt { self.queue.receiptWaits[token] = (receipt, queueSends) }
-        }
+        let token = self.queue.makeToken()
+        // The wait starts at 1 for this call itself, released at the end, so replies arriving early cannot
+        // complete it before every piece of work was sent on its way.
+        if let receipt { self.queue.receiptWaits[token] = (receipt, 1) }
         for item in work {
             guard !self.closed else { return }
             switch item {
             case .publish(let publish):
                 self.publish(publish, token: token, wantsReceipt: receipt != nil)
             case .acknowledge(let acknowledge):
-                guard self.acknowledge(acknowledge, receipt: receipt) else { return }
+                guard self.acknowledge(acknowledge, token: token, receipt: receipt) else { return }
             }
         }
-        if queueSends == 0 { self.sendReceipt(receipt) }
+        if receipt != nil { self.enqueueFinished(token: token, refusal: nil) }
     }
 
     private func publish(_ publish: SessionStateMachine.Publish, token: UInt64, wantsReceipt: Bool) {
@@ -180,7 +176,6 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
         if let key = headers["idempotency-key"] {
             guard self.loop.idempotency.firstUse(key: key, destination: destination, now: now) else {
                 // A repeat within the window: answered like the first, delivered nothing.
-                if destination.hasPrefix(QueueName.prefix) { self.enqueueFinished(token: token, refusal: nil) }
                 return
             }
             if destination.hasPrefix(QueueName.prefix) { self.queue.idempotencyKeys[token, default: []].append((destination, key)) }
@@ -195,6 +190,7 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
         )
         if destination.hasPrefix(QueueName.prefix) {
             let reply = QueueReply(loopIndex: self.loop.index, sink: self, token: token, wantsSuccess: wantsReceipt)
+            if wantsReceipt { self.queue.expectReply(token) }
             let expiresAt = SessionStateMachine.expiry(of: headers, now: now)
             self.loop.enqueue(QueueEnqueue(destination: destination, message: message, expiresAt: expiresAt, reply: reply))
             return
@@ -351,8 +347,9 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
         self.wroteSinceTick = true
     }
 
-    /// ACK or NACK. Returns false when it was refused (ERROR sent, connection closing).
-    private func acknowledge(_ acknowledge: SessionStateMachine.Acknowledge, receipt: String?) -> Bool {
+    /// ACK or NACK. Returns false when it was refused (ERROR sent, connection closing). An ACK under a receipt
+    /// adds to the receipt's wait (`token`) until the queue made the removal durable.
+    private func acknowledge(_ acknowledge: SessionStateMachine.Acknowledge, token: UInt64, receipt: String?) -> Bool {
         let ackID = self.version == .v1_2 ? acknowledge.id : self.queue.ackIDsByMessageID[acknowledge.id]
         guard let ackID, let pending = self.queue.pending[ackID] else {
             // Topic deliveries need no acknowledgement: accept ACK/NACK for them when a client-ack topic
@@ -380,7 +377,12 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
             tags.append(entry.tag)
         }
         if acknowledge.positive {
-            self.loop.acknowledge(tags, queue: subscription.destination)
+            var reply: QueueReply?
+            if receipt != nil {
+                self.queue.expectReply(token)
+                reply = QueueReply(loopIndex: self.loop.index, sink: self, token: token, wantsSuccess: true)
+            }
+            self.loop.acknowledge(tags, queue: subscription.destination, reply: reply)
         } else {
             self.loop.reject(tags, queue: subscription.destination, requeue: acknowledge.requeue)
         }

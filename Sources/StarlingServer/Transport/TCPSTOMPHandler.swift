@@ -72,7 +72,7 @@ final class TCPSTOMPHandler: ChannelInboundHandler, STOMPTransport {
     }
 
     func writeHeartbeat() {
-        guard let context else { return }
+        guard self.context != nil else { return }
         var batch = self.batch.take(reserving: 1, allocator: self.allocator)
         batch.writeInteger(UInt8(ascii: "\n"))
         self.batch.put(batch)

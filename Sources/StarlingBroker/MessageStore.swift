@@ -1,0 +1,82 @@
+import NIOCore
+
+/// A message as the store keeps it: enough to rebuild the queue entry after a restart.
+public struct StoredMessage: Sendable, Equatable {
+    /// Unique and increasing per store; orders a queue's messages on recovery.
+    public var storeID: UInt64
+    public var queue: String
+    public var messageID: String
+    /// The message's own destination (the topic, for a durable subscription's queue).
+    public var destination: String
+    /// The MESSAGE headers (`destination` and `message-id` excluded), in order.
+    public var headers: [Header]
+    public var body: [UInt8]
+    public var expiresAt: Int64?
+    public var deliveryCount: Int
+
+    public struct Header: Sendable, Equatable {
+        public var name: String
+        public var value: String
+        public init(_ name: String, _ value: String) {
+            self.name = name
+            self.value = value
+        }
+    }
+
+    public init(
+        storeID: UInt64, queue: String, messageID: String, destination: String, headers: [Header], body: [UInt8],
+        expiresAt: Int64?, deliveryCount: Int
+    ) {
+        self.storeID = storeID
+        self.queue = queue
+        self.messageID = messageID
+        self.destination = destination
+        self.headers = headers
+        self.body = body
+        self.expiresAt = expiresAt
+        self.deliveryCount = deliveryCount
+    }
+}
+
+/// One change to the stored state. A batch of them is applied atomically and in order.
+public enum StoreOperation: Sendable, Equatable {
+    case insert(StoredMessage)
+    /// Acknowledged, expired, dropped, or moved to a dead-letter queue (with an `insert` in the same batch).
+    case delete(storeID: UInt64)
+    /// Delivered once more: the count survives a crash, so the dead-letter limit does too.
+    case setDeliveryCount(storeID: UInt64, count: Int)
+    case saveBinding(queue: String, pattern: String)
+    /// A durable subscription ended: its binding and every message of its queue go.
+    case deleteBinding(queue: String)
+}
+
+/// What a store held at start.
+public struct StoreContents: Sendable {
+    /// Every stored message, in `storeID` order.
+    public var messages: [StoredMessage]
+    /// Durable subscriptions: queue -> topic pattern.
+    public var bindings: [(queue: String, pattern: String)]
+    public var nextStoreID: UInt64
+
+    public init(messages: [StoredMessage] = [], bindings: [(queue: String, pattern: String)] = [], nextStoreID: UInt64 = 1) {
+        self.messages = messages
+        self.bindings = bindings
+        self.nextStoreID = nextStoreID
+    }
+}
+
+public struct StoreError: Error, CustomStringConvertible, Sendable, Equatable {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Where persistent messages live (DESIGN.md: one writer per store, many messages per transaction and fsync).
+/// `submit` may be called from any thread; batches are applied in submission order; `completion` runs on the
+/// store's writer thread once the batch is durable (per the store's sync policy) or failed.
+public protocol MessageStore: Sendable {
+    /// Reads everything stored. Called once, before the server accepts connections.
+    func recover() throws(StoreError) -> StoreContents
+    func submit(_ operations: [StoreOperation], completion: (@Sendable (StoreError?) -> Void)?)
+    /// Applies what was submitted, then closes. Later submissions fail.
+    func close()
+}

@@ -1,0 +1,426 @@
+import CSQLite
+import Foundation
+import NIOConcurrencyHelpers
+import StarlingBroker
+
+/// When the store's writes reach the disk.
+public enum StoreSyncPolicy: String, Sendable, CaseIterable {
+    /// Every batch is fsynced before its completions run (a persistent SEND's RECEIPT means it is on disk).
+    case always
+    /// Batches are committed to the write-ahead log without fsync; the log is fsynced every interval. A process
+    /// crash loses nothing; a power failure loses at most the last interval.
+    case interval
+    /// Never fsync: a process crash loses nothing, a power failure may lose anything not yet written back.
+    case off
+}
+
+/// The embedded store: one SQLite database (WAL journal) in the data directory, written by one thread.
+///
+/// Group commit: `submit` only appends to a list; the writer thread takes everything submitted so far, applies it
+/// in one transaction (one fsync with `always`), then runs the completions. So the number of fsyncs per second is
+/// bounded by the disk, not by the message rate.
+public final class SQLiteMessageStore: MessageStore, @unchecked Sendable {
+    public let path: String
+    public let sync: StoreSyncPolicy
+    public let syncInterval: TimeInterval
+
+    // The connection is used by `recover` (before `start`) and then only by the writer thread.
+    private let db: OpaquePointer
+    private var statements: Statements!
+    private struct Pending {
+        var batches: [(operations: [StoreOperation], completion: (@Sendable (StoreError?) -> Void)?)] = []
+        var closing = false
+        var closed = false
+    }
+    /// Condition value 1 = work to do (or closing), 0 = idle.
+    private let condition = ConditionLock(value: 0)
+    private var pending = Pending()
+    private var writer: Thread?
+    private let finished = ConditionLock(value: 0)
+    /// Schema version written to `PRAGMA user_version`.
+    static let schemaVersion: Int32 = 1
+
+    /// Opens (creating if needed) `directory/starling.db`. Throws a clear error for a directory that cannot be
+    /// used or a database that is not a Starling store or is damaged: never starts empty over unreadable data.
+    public init(directory: String, sync: StoreSyncPolicy = .always, syncInterval: TimeInterval = 1) throws(StoreError) {
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory) {
+            guard isDirectory.boolValue else { throw StoreError("data directory '\(directory)' is a file, not a directory") }
+        } else {
+            do {
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            } catch {
+                throw StoreError("cannot create data directory '\(directory)': \(error.localizedDescription)")
+            }
+        }
+        self.path = (directory as NSString).appendingPathComponent("starling.db")
+        self.sync = sync
+        self.syncInterval = syncInterval
+        var handle: OpaquePointer?
+        let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX
+        guard sqlite3_open_v2(self.path, &handle, flags, nil) == SQLITE_OK, let handle else {
+            let message = handle.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
+            if let handle { sqlite3_close_v2(handle) }
+            throw StoreError("cannot open '\(self.path)': \(message)")
+        }
+        self.db = handle
+        sqlite3_busy_timeout(handle, 5_000)
+        do {
+            try self.prepareSchema()
+            self.statements = try Statements(db: handle)
+        } catch {
+            sqlite3_close_v2(handle)
+            throw error
+        }
+    }
+
+    deinit {
+        self.statements = nil
+        sqlite3_close_v2(self.db)
+    }
+
+    private func prepareSchema() throws(StoreError) {
+        // A file that is not a database fails here ("file is not a database"), before anything is written.
+        let check = try self.queryText("PRAGMA quick_check")
+        guard check == "ok" else { throw StoreError("'\(self.path)' is damaged (quick_check: \(check ?? "no answer"))") }
+        let version = try self.queryInt("PRAGMA user_version") ?? 0
+        if version > Int64(Self.schemaVersion) {
+            throw StoreError("'\(self.path)' was written by a newer Starling (schema \(version), this one reads \(Self.schemaVersion))")
+        }
+        let mode = try self.queryText("PRAGMA journal_mode=WAL")
+        guard mode?.lowercased() == "wal" else { throw StoreError("'\(self.path)': cannot switch to WAL journaling (got \(mode ?? "nothing"))") }
+        let synchronous = switch self.sync {
+        case .always: "FULL"
+        case .interval: "NORMAL"
+        case .off: "OFF"
+        }
+        try self.execute("PRAGMA synchronous=\(synchronous)")
+        try self.execute("""
+            CREATE TABLE IF NOT EXISTS messages(
+                id INTEGER PRIMARY KEY,
+                queue TEXT NOT NULL,
+                message_id TEXT NOT NULL,
+                destination TEXT NOT NULL,
+                headers BLOB NOT NULL,
+                body BLOB NOT NULL,
+                expires_at INTEGER,
+                delivery_count INTEGER NOT NULL DEFAULT 0
+            );
+            CREATE INDEX IF NOT EXISTS messages_by_queue ON messages(queue, id);
+            CREATE TABLE IF NOT EXISTS bindings(queue TEXT PRIMARY KEY, pattern TEXT NOT NULL);
+            PRAGMA user_version=\(Self.schemaVersion);
+            """)
+    }
+
+    // MARK: MessageStore
+
+    public func recover() throws(StoreError) -> StoreContents {
+        var contents = StoreContents()
+        let bindings = try Statement(db: self.db, sql: "SELECT queue, pattern FROM bindings ORDER BY queue")
+        while try bindings.step() {
+            contents.bindings.append((bindings.text(0), bindings.text(1)))
+        }
+        let messages = try Statement(
+            db: self.db,
+            sql: "SELECT id, queue, message_id, destination, headers, body, expires_at, delivery_count FROM messages ORDER BY id"
+        )
+        var maxID: UInt64 = 0
+        while try messages.step() {
+            let id = UInt64(messages.int(0))
+            guard let headers = HeaderCoding.decode(messages.blob(4)) else {
+                throw StoreError("'\(self.path)': message \(id) has damaged headers")
+            }
+            contents.messages.append(StoredMessage(
+                storeID: id, queue: messages.text(1), messageID: messages.text(2), destination: messages.text(3),
+                headers: headers, body: messages.blob(5), expiresAt: messages.isNull(6) ? nil : messages.int(6),
+                deliveryCount: Int(messages.int(7))
+            ))
+            maxID = max(maxID, id)
+        }
+        contents.nextStoreID = maxID + 1
+        return contents
+    }
+
+    /// Starts the writer thread (after `recover`).
+    public func start() {
+        guard self.writer == nil else { return }
+        let thread = Thread { [self] in self.run() }
+        thread.name = "starling-store"
+        self.writer = thread
+        thread.start()
+    }
+
+    public func submit(_ operations: [StoreOperation], completion: (@Sendable (StoreError?) -> Void)?) {
+        self.condition.lock()
+        if self.pending.closing {
+            self.condition.unlock()
+            completion?(StoreError("the store is closed"))
+            return
+        }
+        self.pending.batches.append((operations, completion))
+        self.condition.unlock(withValue: 1)
+    }
+
+    public func close() {
+        self.condition.lock()
+        self.pending.closing = true
+        let started = self.writer != nil
+        self.condition.unlock(withValue: 1)
+        guard started else { return }
+        self.finished.lock(whenValue: 1)
+        self.finished.unlock()
+    }
+
+    // MARK: writer
+
+    private func run() {
+        var lastSync = Date()
+        while true {
+            let woke: Bool
+            if self.sync == .interval {
+                woke = self.condition.lock(whenValue: 1, timeoutSeconds: self.syncInterval)
+                if !woke { self.condition.lock() }
+            } else {
+                self.condition.lock(whenValue: 1)
+                woke = true
+            }
+            let batches = self.pending.batches
+            self.pending.batches.removeAll()
+            let closing = self.pending.closing
+            self.condition.unlock(withValue: 0)
+
+            if !batches.isEmpty { self.apply(batches) }
+            if self.sync == .interval, Date().timeIntervalSince(lastSync) >= self.syncInterval {
+                // NORMAL synchronous: the WAL is fsynced when it is checkpointed.
+                sqlite3_wal_checkpoint_v2(self.db, nil, SQLITE_CHECKPOINT_PASSIVE, nil, nil)
+                lastSync = Date()
+            }
+            if closing {
+                self.condition.lock()
+                let more = !self.pending.batches.isEmpty
+                self.condition.unlock(withValue: more ? 1 : 0)
+                if more { continue }
+                sqlite3_wal_checkpoint_v2(self.db, nil, SQLITE_CHECKPOINT_TRUNCATE, nil, nil)
+                self.finished.lock()
+                self.finished.unlock(withValue: 1)
+                return
+            }
+            _ = woke
+        }
+    }
+
+    /// Applies every batch in one transaction; if it fails, each batch alone, so one bad batch (or a full disk
+    /// for some of them) fails only its own completion.
+    private func apply(_ batches: [(operations: [StoreOperation], completion: (@Sendable (StoreError?) -> Void)?)]) {
+        if let error = self.transaction(batches.flatMap(\.operations)) {
+            if batches.count == 1 {
+                batches[0].completion?(error)
+                return
+            }
+            for batch in batches { batch.completion?(self.transaction(batch.operations)) }
+            return
+        }
+        for batch in batches { batch.completion?(nil) }
+    }
+
+    private func transaction(_ operations: [StoreOperation]) -> StoreError? {
+        do {
+            try self.execute("BEGIN IMMEDIATE")
+        } catch {
+            return error
+        }
+        do {
+            for operation in operations { try self.apply(operation) }
+            try self.execute("COMMIT")
+            return nil
+        } catch {
+            try? self.execute("ROLLBACK")
+            return error
+        }
+    }
+
+    private func apply(_ operation: StoreOperation) throws(StoreError) {
+        let statements = self.statements!
+        switch operation {
+        case .insert(let message):
+            let statement = statements.insert
+            statement.bind(1, Int64(bitPattern: message.storeID))
+            statement.bind(2, message.queue)
+            statement.bind(3, message.messageID)
+            statement.bind(4, message.destination)
+            statement.bind(5, HeaderCoding.encode(message.headers))
+            statement.bind(6, message.body)
+            if let expiresAt = message.expiresAt { statement.bind(7, expiresAt) } else { statement.bindNull(7) }
+            statement.bind(8, Int64(message.deliveryCount))
+            try statement.run()
+        case .delete(let storeID):
+            statements.delete.bind(1, Int64(bitPattern: storeID))
+            try statements.delete.run()
+        case .setDeliveryCount(let storeID, let count):
+            statements.setDeliveryCount.bind(1, Int64(count))
+            statements.setDeliveryCount.bind(2, Int64(bitPattern: storeID))
+            try statements.setDeliveryCount.run()
+        case .saveBinding(let queue, let pattern):
+            statements.saveBinding.bind(1, queue)
+            statements.saveBinding.bind(2, pattern)
+            try statements.saveBinding.run()
+        case .deleteBinding(let queue):
+            statements.deleteBinding.bind(1, queue)
+            try statements.deleteBinding.run()
+            statements.deleteQueue.bind(1, queue)
+            try statements.deleteQueue.run()
+        }
+    }
+
+    // MARK: SQL helpers
+
+    private func execute(_ sql: String) throws(StoreError) {
+        var message: UnsafeMutablePointer<CChar>?
+        let result = sqlite3_exec(self.db, sql, nil, nil, &message)
+        guard result == SQLITE_OK else {
+            let text = message.map { String(cString: $0) } ?? String(cString: sqlite3_errstr(result))
+            sqlite3_free(message)
+            throw StoreError.sqlite(result, text, path: self.path)
+        }
+    }
+
+    private func queryText(_ sql: String) throws(StoreError) -> String? {
+        let statement = try Statement(db: self.db, sql: sql)
+        return try statement.step() ? statement.text(0) : nil
+    }
+
+    private func queryInt(_ sql: String) throws(StoreError) -> Int64? {
+        let statement = try Statement(db: self.db, sql: sql)
+        return try statement.step() ? statement.int(0) : nil
+    }
+}
+
+extension StoreError {
+    static func sqlite(_ code: Int32, _ message: String, path: String) -> StoreError {
+        switch code & 0xFF {
+        case SQLITE_FULL: StoreError("disk full: cannot write '\(path)' (\(message))")
+        case SQLITE_NOTADB, SQLITE_CORRUPT: StoreError("'\(path)' is not a readable Starling store (\(message))")
+        default: StoreError("'\(path)': \(message)")
+        }
+    }
+}
+
+/// The prepared statements of the writer.
+private final class Statements {
+    let insert: Statement
+    let delete: Statement
+    let setDeliveryCount: Statement
+    let saveBinding: Statement
+    let deleteBinding: Statement
+    let deleteQueue: Statement
+
+    init(db: OpaquePointer) throws(StoreError) {
+        self.insert = try Statement(db: db, sql: """
+            INSERT OR REPLACE INTO messages(id, queue, message_id, destination, headers, body, expires_at, delivery_count)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+            """)
+        self.delete = try Statement(db: db, sql: "DELETE FROM messages WHERE id = ?")
+        self.setDeliveryCount = try Statement(db: db, sql: "UPDATE messages SET delivery_count = ? WHERE id = ?")
+        self.saveBinding = try Statement(db: db, sql: "INSERT OR REPLACE INTO bindings(queue, pattern) VALUES (?, ?)")
+        self.deleteBinding = try Statement(db: db, sql: "DELETE FROM bindings WHERE queue = ?")
+        self.deleteQueue = try Statement(db: db, sql: "DELETE FROM messages WHERE queue = ?")
+    }
+}
+
+/// One prepared statement (not thread-safe: used by one thread at a time).
+private final class Statement {
+    private let db: OpaquePointer
+    private let handle: OpaquePointer
+    /// SQLITE_TRANSIENT: SQLite copies bound text and blobs.
+    private static let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+
+    init(db: OpaquePointer, sql: String) throws(StoreError) {
+        self.db = db
+        var handle: OpaquePointer?
+        let result = sqlite3_prepare_v2(db, sql, -1, &handle, nil)
+        guard result == SQLITE_OK, let handle else {
+            throw StoreError.sqlite(result, String(cString: sqlite3_errmsg(db)), path: String(cString: sqlite3_db_filename(db, "main")))
+        }
+        self.handle = handle
+    }
+
+    deinit { sqlite3_finalize(self.handle) }
+
+    func bind(_ index: Int32, _ value: Int64) { sqlite3_bind_int64(self.handle, index, value) }
+    func bindNull(_ index: Int32) { sqlite3_bind_null(self.handle, index) }
+    func bind(_ index: Int32, _ value: String) { sqlite3_bind_text(self.handle, index, value, -1, Self.transient) }
+    func bind(_ index: Int32, _ value: [UInt8]) {
+        value.withUnsafeBytes { bytes in
+            // A zero-length blob still needs a non-null pointer to be a blob, not NULL.
+            _ = sqlite3_bind_blob(self.handle, index, bytes.baseAddress ?? UnsafeRawPointer(bitPattern: 1), Int32(bytes.count), Self.transient)
+        }
+    }
+
+    /// Runs a statement that returns no rows, then resets it for the next use.
+    func run() throws(StoreError) {
+        defer {
+            sqlite3_reset(self.handle)
+            sqlite3_clear_bindings(self.handle)
+        }
+        let result = sqlite3_step(self.handle)
+        guard result == SQLITE_DONE else {
+            throw StoreError.sqlite(result, String(cString: sqlite3_errmsg(self.db)), path: String(cString: sqlite3_db_filename(self.db, "main")))
+        }
+    }
+
+    /// Steps to the next row: true when there is one.
+    func step() throws(StoreError) -> Bool {
+        let result = sqlite3_step(self.handle)
+        switch result {
+        case SQLITE_ROW: return true
+        case SQLITE_DONE: return false
+        default:
+            throw StoreError.sqlite(result, String(cString: sqlite3_errmsg(self.db)), path: String(cString: sqlite3_db_filename(self.db, "main")))
+        }
+    }
+
+    func int(_ column: Int32) -> Int64 { sqlite3_column_int64(self.handle, column) }
+    func isNull(_ column: Int32) -> Bool { sqlite3_column_type(self.handle, column) == SQLITE_NULL }
+    func text(_ column: Int32) -> String {
+        guard let text = sqlite3_column_text(self.handle, column) else { return "" }
+        return String(cString: text)
+    }
+    func blob(_ column: Int32) -> [UInt8] {
+        let count = Int(sqlite3_column_bytes(self.handle, column))
+        guard count > 0, let bytes = sqlite3_column_blob(self.handle, column) else { return [] }
+        return Array(UnsafeRawBufferPointer(start: bytes, count: count))
+    }
+}
+
+/// Headers as a blob: for each header, a 4-byte little-endian length and the UTF-8 name, then the same for the value.
+enum HeaderCoding {
+    static func encode(_ headers: [StoredMessage.Header]) -> [UInt8] {
+        var bytes: [UInt8] = []
+        for header in headers {
+            for part in [header.name, header.value] {
+                let utf8 = Array(part.utf8)
+                withUnsafeBytes(of: UInt32(utf8.count).littleEndian) { bytes.append(contentsOf: $0) }
+                bytes.append(contentsOf: utf8)
+            }
+        }
+        return bytes
+    }
+
+    static func decode(_ bytes: [UInt8]) -> [StoredMessage.Header]? {
+        var headers: [StoredMessage.Header] = []
+        var index = 0
+        func part() -> String? {
+            guard index + 4 <= bytes.count else { return nil }
+            let length = Int(UInt32(bytes[index]) | UInt32(bytes[index + 1]) << 8 | UInt32(bytes[index + 2]) << 16 | UInt32(bytes[index + 3]) << 24)
+            index += 4
+            guard length <= bytes.count - index else { return nil }
+            defer { index += length }
+            return String(decoding: bytes[index..<index + length], as: UTF8.self)
+        }
+        while index < bytes.count {
+            guard let name = part(), let value = part() else { return nil }
+            headers.append(StoredMessage.Header(name, value))
+        }
+        return headers
+    }
+}

@@ -1,0 +1,129 @@
+import Foundation
+import NIOConcurrencyHelpers
+import StarlingBroker
+import Testing
+@testable import StarlingStore
+
+@Suite("SQLite message store")
+struct SQLiteMessageStoreTests {
+    private func directory() -> String {
+        FileManager.default.temporaryDirectory.appendingPathComponent("starling-store-\(UUID().uuidString)").path
+    }
+
+    private func message(_ id: UInt64, queue: String = "/queue/q", body: String = "body", count: Int = 0) -> StoredMessage {
+        StoredMessage(
+            storeID: id, queue: queue, messageID: "m-\(id)", destination: queue,
+            headers: [.init("persistent", "true"), .init("x-ünïcode", "välue:with\\escapes"), .init("empty", "")],
+            body: Array(body.utf8), expiresAt: id % 2 == 0 ? 1_700_000_000_000 : nil, deliveryCount: count
+        )
+    }
+
+    /// Submits and waits for the completion.
+    private func apply(_ store: SQLiteMessageStore, _ operations: [StoreOperation]) throws {
+        let done = ConditionLock(value: 0)
+        let result = NIOLockedValueBox<StoreError?>(nil)
+        store.submit(operations) { error in
+            result.withLockedValue { $0 = error }
+            done.lock()
+            done.unlock(withValue: 1)
+        }
+        done.lock(whenValue: 1)
+        done.unlock()
+        if let error = result.withLockedValue({ $0 }) { throw error }
+    }
+
+    @Test("Inserts, deletes, delivery counts and bindings survive closing and reopening, in store-id order")
+    func roundTrip() throws {
+        let directory = self.directory()
+        do {
+            let store = try SQLiteMessageStore(directory: directory)
+            #expect(try store.recover().messages.isEmpty)
+            store.start()
+            try self.apply(store, [.insert(self.message(3)), .insert(self.message(1)), .insert(self.message(2, queue: "/queue/other"))])
+            try self.apply(store, [.delete(storeID: 3), .setDeliveryCount(storeID: 1, count: 4)])
+            try self.apply(store, [
+                .saveBinding(queue: "/queue/durable.1.c.s", pattern: "/topic/news.#"),
+                .insert(self.message(7, queue: "/queue/durable.1.c.s")),
+                .saveBinding(queue: "/queue/durable.1.c.gone", pattern: "/topic/x"),
+                .insert(self.message(8, queue: "/queue/durable.1.c.gone")),
+                .deleteBinding(queue: "/queue/durable.1.c.gone"),
+            ])
+            store.close()
+        }
+        let reopened = try SQLiteMessageStore(directory: directory)
+        let contents = try reopened.recover()
+        #expect(contents.messages.map(\.storeID) == [1, 2, 7])
+        #expect(contents.messages[0] == self.message(1, count: 4))
+        #expect(contents.messages[1] == self.message(2, queue: "/queue/other"))
+        #expect(contents.bindings.map(\.queue) == ["/queue/durable.1.c.s"])
+        #expect(contents.bindings.first?.pattern == "/topic/news.#")
+        #expect(contents.nextStoreID == 8)
+        reopened.close()
+    }
+
+    @Test("Many small batches are all applied, in order, with their completions")
+    func groupCommit() throws {
+        let directory = self.directory()
+        let store = try SQLiteMessageStore(directory: directory, sync: .off)
+        _ = try store.recover()
+        store.start()
+        let completed = ManagedCounter()
+        for id in 1...2_000 {
+            store.submit([.insert(self.message(UInt64(id)))]) { error in
+                if error == nil { completed.increment() }
+            }
+        }
+        try self.apply(store, [.delete(storeID: 1)])
+        #expect(completed.value == 2_000)
+        store.close()
+        let contents = try SQLiteMessageStore(directory: directory).recover()
+        #expect(contents.messages.count == 1_999)
+        #expect(contents.messages.first?.storeID == 2)
+    }
+
+    @Test("A data directory that is a file, or a database file that is not a store, is a clear error at open")
+    func unusable() throws {
+        let file = self.directory()
+        try Data("x".utf8).write(to: URL(fileURLWithPath: file))
+        #expect(throws: StoreError("data directory '\(file)' is a file, not a directory")) {
+            try SQLiteMessageStore(directory: file)
+        }
+        let directory = self.directory()
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let garbage = Data((0..<8192).map { UInt8(truncatingIfNeeded: $0 &* 7) })
+        try garbage.write(to: URL(fileURLWithPath: directory + "/starling.db"))
+        do {
+            _ = try SQLiteMessageStore(directory: directory)
+            Issue.record("expected an error for a garbage database file")
+        } catch {
+            #expect(error.description.contains("starling.db"), "\(error)")
+        }
+    }
+
+    @Test("After close, submissions fail instead of vanishing")
+    func closed() throws {
+        let store = try SQLiteMessageStore(directory: self.directory())
+        _ = try store.recover()
+        store.start()
+        store.close()
+        let failed = ManagedCounter()
+        store.submit([.delete(storeID: 1)]) { error in if error != nil { failed.increment() } }
+        #expect(failed.value == 1)
+    }
+
+    @Test("Header blobs round-trip, and damaged ones are rejected")
+    func headerCoding() {
+        let headers: [StoredMessage.Header] = [.init("a", "1"), .init("ü", ""), .init("", "x:y\n")]
+        #expect(HeaderCoding.decode(HeaderCoding.encode(headers)) == headers)
+        #expect(HeaderCoding.decode([]) == [])
+        #expect(HeaderCoding.decode([5, 0, 0, 0, 65]) == nil)
+        #expect(HeaderCoding.decode([1, 0, 0]) == nil)
+    }
+}
+
+/// A thread-safe counter for completions.
+final class ManagedCounter: Sendable {
+    private let box = NIOLockedValueBox(0)
+    func increment() { self.box.withLockedValue { $0 += 1 } }
+    var value: Int { self.box.withLockedValue { $0 } }
+}
