@@ -127,6 +127,12 @@ extension ClientConnection {
         self.scratch.writeDecimal(seq)
         self.scratch.writeStaticString("\nx-lt-ts:")
         self.scratch.writeDecimal(now)
+        if plan.persistent {
+            // The RECEIPT is not waited for (deliveries drive the flow window); the broker still has to store
+            // the message durably before it answers, which is the work being measured.
+            self.scratch.writeStaticString("\npersistent:true\nreceipt:p")
+            self.scratch.writeDecimal(seq)
+        }
         self.scratch.writeStaticString("\ncontent-length:")
         self.scratch.writeDecimal(UInt64(plan.payload.count))
         self.scratch.writeStaticString("\n\n")

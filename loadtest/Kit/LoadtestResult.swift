@@ -85,6 +85,7 @@ public struct LoadtestResult: Codable, Sendable {
             parameters = ["producers": .int(configuration.publishers), "consumers": .int(configuration.consumers),
                           "queues": .int(configuration.queues), "ack": .string(configuration.ackMode.rawValue),
                           "rate": .double(configuration.rate)]
+            if configuration.persistent { parameters["persistent"] = .string("true") }
         case .connections:
             parameters = ["connections": .int(configuration.connections),
                           "heartbeatMs": .int(configuration.heartbeatMilliseconds),

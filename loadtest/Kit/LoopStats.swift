@@ -116,6 +116,8 @@ final class RunPlan: Sendable {
     let deliveriesPerMessage: [Int]
     let publisherCount: Int
     let payload: [UInt8]
+    /// SENDs carry `persistent:true` and a receipt (`--persistent`).
+    let persistent: Bool
     let flow: FlowWindow
     let maxDeliveriesPerMessage: Int
 
@@ -148,6 +150,7 @@ final class RunPlan: Sendable {
         self.runIDBytes = Array(self.runID.utf8)
         // The letter 'x' fills the body: compressible, like most real payloads.
         self.payload = Array(repeating: UInt8(ascii: "x"), count: configuration.payloadBytes)
+        self.persistent = configuration.persistent
         // Little's law: at rate 0 the latency is about window / throughput. A larger window lets both sides
         // batch more messages per read and write (more throughput), a smaller one builds shorter queues.
         let subscriptions = self.deliveriesPerMessage.reduce(0, +)
