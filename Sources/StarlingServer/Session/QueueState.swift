@@ -5,6 +5,11 @@ import StarlingBroker
 /// sees), which `auto` deliveries are written and not yet settled, and which receipts wait for queues.
 /// Event-loop-bound, part of `STOMPConnection`.
 struct QueueState {
+    /// Holds a connection's `QueueState` once it uses queues (see `STOMPConnection.queue`).
+    final class Box {
+        var state = QueueState()
+    }
+
     struct Consumer {
         let subscription: QueueSubscription
         /// The consumer of a durable topic subscription's queue.

@@ -28,7 +28,15 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
     private var subscriptions: [String: TopicSubscription] = [:]
     /// Topic subscriptions with a client ack mode: ACKs for their deliveries are accepted (and need nothing).
     private var clientAckTopicSubscriptions = 0
-    private var queue = QueueState()
+    /// Queue bookkeeping, allocated by the first queue operation (8 bytes per connection that never uses queues).
+    private var queueBox: QueueState.Box?
+    private var queue: QueueState {
+        get { self.queueBox?.state ?? QueueState() }
+        _modify {
+            if self.queueBox == nil { self.queueBox = QueueState.Box() }
+            yield &self.queueBox!.state
+        }
+    }
     /// CONNECT `login` (names the user of `/user/` destinations) and `client-id` (names durable subscriptions).
     private var login: String?
     private var clientID: String?
@@ -393,7 +401,7 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
     /// back while the socket is not writable, so a slow `auto` consumer stops getting messages instead of
     /// buffering them.
     private func settleAutoDeliveries() {
-        guard !self.queue.autoSettles.isEmpty else { return }
+        guard let box = self.queueBox, !box.state.autoSettles.isEmpty else { return }
         for (destination, tags) in self.queue.autoSettles { self.loop.acknowledge(tags, queue: destination) }
         self.queue.autoSettles.removeAll(keepingCapacity: true)
     }
@@ -440,7 +448,7 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
         transport.flush()
         if transport.isWritable {
             self.settleAutoDeliveries()
-        } else if !self.queue.autoSettles.isEmpty {
+        } else if !(self.queueBox?.state.autoSettles.isEmpty ?? true) {
             // Settled by the clock once the socket drains (`clockTick`).
             self.clock.add(self)
         }
@@ -483,7 +491,7 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
         self.subscriptions.removeAll()
         // Unacknowledged queue messages (and `auto` ones not yet settled) go back to their queues.
         for consumer in self.queue.consumers.values { self.loop.unsubscribeQueue(consumer.subscription) }
-        self.queue = QueueState()
+        self.queueBox = nil
         self.loop.unregister(self)
         self.transport = nil
     }
@@ -520,7 +528,7 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
             self.close(.heartbeatTimeout)
             return false
         }
-        if !self.queue.autoSettles.isEmpty, transport.isWritable { self.settleAutoDeliveries() }
+        if let box = self.queueBox, !box.state.autoSettles.isEmpty, transport.isWritable { self.settleAutoDeliveries() }
         if let period = self.sendPeriod, now >= self.nextSendCheck {
             if !self.wroteSinceTick {
                 transport.writeHeartbeat()
@@ -529,6 +537,6 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
             self.wroteSinceTick = false
             self.nextSendCheck = now + period
         }
-        return self.sendPeriod != nil || self.receiveTimeout != nil || !self.queue.autoSettles.isEmpty
+        return self.sendPeriod != nil || self.receiveTimeout != nil || !(self.queueBox?.state.autoSettles.isEmpty ?? true)
     }
 }
