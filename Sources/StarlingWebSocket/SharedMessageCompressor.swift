@@ -4,8 +4,9 @@ import NIOCore
 ///
 /// Without context takeover each message is compressed from a fresh state (RFC 7692 §7.1.1.1), so one zlib stream
 /// per window size serves all of the loop's connections (no per-connection compressor memory), and a payload sent
-/// to many connections (a fan-out) is compressed once: the last result is kept and reused while the same payload
-/// bytes come again.
+/// to many connections (a fan-out) is compressed once: the last `cacheSize` results are kept and reused while the
+/// same payload buffers come again. (Several, not one: a loop delivers a run of messages subscriber by subscriber,
+/// so each subscriber asks for the run's payloads in turn.)
 ///
 /// A message is `prefix` + `payload` where only the payload is shared; the prefix (a STOMP MESSAGE's
 /// per-subscriber head) goes first as a DEFLATE *stored* block (RFC 1951 §3.2.4: `BFINAL=0 BTYPE=00`, byte
@@ -18,7 +19,11 @@ public final class SharedMessageCompressor {
     private let memoryLevel: Int
     private let level: Int
     private var deflaters: [Int: PerMessageDeflater] = [:]
-    private var cached: (payload: ByteBuffer, windowBits: Int, compressed: ByteBuffer)?
+    /// Recent results, a ring searched newest first.
+    private var cache: [(payload: ByteBuffer, windowBits: Int, compressed: ByteBuffer)] = []
+    private var nextSlot = 0
+    /// Results kept: more than a loop's usual run of messages to one destination in one tick.
+    public static let cacheSize = 256
 
     /// Longest prefix that fits one stored block.
     public static let maxStoredPrefix = 65_535
@@ -31,8 +36,11 @@ public final class SharedMessageCompressor {
     /// `payload` compressed from a fresh state with a sync flush, without the trailing `00 00 FF FF`
     /// (RFC 7692 §7.2.1). `nil` on a zlib failure.
     public func compressedPayload(_ payload: ByteBuffer, windowBits: Int, allocator: ByteBufferAllocator) -> ByteBuffer? {
-        if let cached = self.cached, cached.windowBits == windowBits, Self.sameBytes(cached.payload, payload) {
-            return cached.compressed
+        var slot = self.nextSlot
+        for _ in 0..<self.cache.count {
+            slot = slot == 0 ? self.cache.count - 1 : slot - 1
+            let entry = self.cache[slot]
+            if entry.windowBits == windowBits, Self.sameBytes(entry.payload, payload) { return entry.compressed }
         }
         let bits = min(max(windowBits, 9), 15)
         let deflater: PerMessageDeflater
@@ -48,7 +56,13 @@ public final class SharedMessageCompressor {
         guard let compressed = deflater.compress(prefix: nil, payload: payload, headroom: 0, allocator: allocator) else {
             return nil
         }
-        self.cached = (payload, windowBits, compressed)
+        if self.cache.count < Self.cacheSize {
+            self.cache.append((payload, windowBits, compressed))
+            self.nextSlot = self.cache.count % Self.cacheSize
+        } else {
+            self.cache[self.nextSlot] = (payload, windowBits, compressed)
+            self.nextSlot = (self.nextSlot + 1) % Self.cacheSize
+        }
         return compressed
     }
 

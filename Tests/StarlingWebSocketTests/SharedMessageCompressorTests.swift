@@ -43,6 +43,23 @@ struct SharedMessageCompressorTests {
         #expect(try self.inflate(small, windowBits: 9) == Self.payload)
     }
 
+    @Test("Payloads asked for in turn (a run delivered subscriber by subscriber) are each compressed once")
+    func interleaved() throws {
+        let compressor = SharedMessageCompressor()
+        let payloads = (0..<5).map { buffer(Self.payload + "\($0)") }
+        var first: [UnsafeRawPointer?] = []
+        for payload in payloads {
+            let compressed = try #require(compressor.compressedPayload(payload, windowBits: 15, allocator: .init()))
+            first.append(compressed.withUnsafeReadableBytes { $0.baseAddress })
+        }
+        for _ in 0..<3 {
+            for (index, payload) in payloads.enumerated() {
+                let again = try #require(compressor.compressedPayload(payload, windowBits: 15, allocator: .init()))
+                #expect(again.withUnsafeReadableBytes { $0.baseAddress } == first[index])
+            }
+        }
+    }
+
     @Test("Connections sharing a loop's compressor send one compressed payload, each with its own prefix")
     func throughHandlers() throws {
         var configuration = WebSocketConfiguration()

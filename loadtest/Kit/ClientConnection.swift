@@ -221,7 +221,8 @@ final class ClientConnection: ChannelInboundHandler {
     private func deliver(_ payload: ByteBuffer, compressed: Bool) {
         var input: ByteBuffer
         if compressed {
-            guard let deflate = self.deflate, deflate.decompress(payload, into: &self.inflated) else {
+            guard let deflate = self.deflate, deflate.decompress(payload, into: &self.inflated, cache: self.stats.inflateCache)
+            else {
                 self.failConnection("cannot inflate a compressed message from the server")
                 return
             }

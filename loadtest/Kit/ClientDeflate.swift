@@ -62,6 +62,24 @@ final class ClientDeflate {
         return true
     }
 
+    /// Inflates one whole compressed message into `output` (cleared first), through the loop's `cache` when the
+    /// server compresses each message from a fresh state. False on corrupt data.
+    func decompress(_ input: ByteBuffer, into output: inout ByteBuffer, cache: InflateCache?) -> Bool {
+        guard self.parameters.serverNoContextTakeover, let cache, let (prefix, rest) = InflateCache.split(input) else {
+            return self.decompress(input, into: &output)
+        }
+        output.clear()
+        output.writeImmutableBuffer(prefix)
+        if cache.appendCached(rest, to: &output) { return true }
+        guard self.decompress(input, into: &output) else { return false }
+        // The full inflation must begin with the stored block's bytes; the rest of it is what the cache keeps.
+        guard output.readableBytes >= prefix.readableBytes,
+            output.readableBytesView.prefix(prefix.readableBytes).elementsEqual(prefix.readableBytesView)
+        else { return true }
+        cache.remember(rest, inflated: output.readableBytesView.dropFirst(prefix.readableBytes))
+        return true
+    }
+
     /// Inflates one whole compressed message into `output` (cleared first). False on corrupt data.
     func decompress(_ input: ByteBuffer, into output: inout ByteBuffer) -> Bool {
         if self.inflater == nil {

@@ -31,6 +31,8 @@ final class LoopStats {
     /// Publishers on this loop with a fixed rate, driven by one timer per loop.
     var pacedPublishers = PacingHeap<ClientConnection>()
     var pacer: RepeatedTask?
+    /// Inflated payloads shared by this loop's connections (see `InflateCache`).
+    let inflateCache = InflateCache()
     /// Live connections on this loop, for closing at the end.
     var connections: [ObjectIdentifier: ClientConnection] = [:]
 
