@@ -224,6 +224,8 @@ public final class SQLiteMessageStore: MessageStore, @unchecked Sendable {
     }
 
     private func transaction(_ operations: [StoreOperation]) -> StoreError? {
+        let operations = Self.coalesce(operations)
+        guard !operations.isEmpty else { return nil }
         do {
             try self.execute("BEGIN IMMEDIATE")
         } catch {
@@ -237,6 +239,43 @@ public final class SQLiteMessageStore: MessageStore, @unchecked Sendable {
             try? self.execute("ROLLBACK")
             return error
         }
+    }
+
+    /// Folds a batch before writing it, with the same end state: a message inserted and deleted in the same batch
+    /// (acknowledged before it reached the disk) is not written at all, and a delivery count set on a message
+    /// inserted in the batch goes into the insert. At high rates consumers acknowledge within one group commit, so
+    /// most messages then cost no write.
+    static func coalesce(_ operations: [StoreOperation]) -> [StoreOperation] {
+        var inserted: [UInt64: Int] = [:]
+        var result: [StoreOperation?] = []
+        result.reserveCapacity(operations.count)
+        for operation in operations {
+            switch operation {
+            case .insert(let message):
+                inserted[message.storeID] = result.count
+                result.append(operation)
+            case .delete(let storeID):
+                if let index = inserted.removeValue(forKey: storeID) {
+                    result[index] = nil
+                } else {
+                    result.append(operation)
+                }
+            case .setDeliveryCount(let storeID, let count):
+                if let index = inserted[storeID], case .insert(var message)? = result[index] {
+                    message.deliveryCount = count
+                    result[index] = .insert(message)
+                } else {
+                    result.append(operation)
+                }
+            case .deleteBinding:
+                // Deletes every message of a queue: an insert before it in this batch must still be deleted.
+                inserted.removeAll()
+                result.append(operation)
+            case .saveBinding:
+                result.append(operation)
+            }
+        }
+        return result.compactMap { $0 }
     }
 
     private func apply(_ operation: StoreOperation) throws(StoreError) {

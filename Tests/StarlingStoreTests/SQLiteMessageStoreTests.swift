@@ -127,3 +127,26 @@ final class ManagedCounter: Sendable {
     func increment() { self.box.withLockedValue { $0 += 1 } }
     var value: Int { self.box.withLockedValue { $0 } }
 }
+
+@Suite("Store batch folding")
+struct StoreCoalesceTests {
+    private func message(_ id: UInt64) -> StoredMessage {
+        StoredMessage(storeID: id, queue: "/queue/q", messageID: "m\(id)", destination: "/queue/q", headers: [], body: [1],
+                      expiresAt: nil, deliveryCount: 0)
+    }
+
+    @Test("Insert then delete in one batch writes nothing; a count set after the insert goes into it")
+    func fold() {
+        var counted = self.message(2)
+        counted.deliveryCount = 3
+        let folded = SQLiteMessageStore.coalesce([
+            .insert(self.message(1)), .insert(self.message(2)), .setDeliveryCount(storeID: 2, count: 3),
+            .delete(storeID: 1), .delete(storeID: 9), .setDeliveryCount(storeID: 8, count: 2),
+        ])
+        #expect(folded == [.insert(counted), .delete(storeID: 9), .setDeliveryCount(storeID: 8, count: 2)])
+        let binding = SQLiteMessageStore.coalesce([
+            .insert(self.message(1)), .deleteBinding(queue: "/queue/q"), .delete(storeID: 1),
+        ])
+        #expect(binding == [.insert(self.message(1)), .deleteBinding(queue: "/queue/q"), .delete(storeID: 1)])
+    }
+}
