@@ -37,11 +37,7 @@ public final class QueueSubscription: @unchecked Sendable {
         self.consumerID = consumerID
         self.loopIndex = loopIndex
         self.sink = sink
-        var head = ByteBuffer()
-        head.reserveCapacity(32 + id.utf8.count)
-        head.writeString("MESSAGE\n")
-        STOMPFrameEncoder.writeHeader("subscription", id, to: &head, version: version)
-        self.head = head
+        self.head = TopicSubscription.messageHead(subscription: id, version: version)
     }
 }
 

@@ -46,10 +46,15 @@ public final class TopicSubscription: SubscriptionTrieValue {
         self.words = words
         self.ackMode = ackMode
         self.sink = sink
+        self.head = Self.messageHead(subscription: id, version: version)
+    }
+
+    /// `MESSAGE\nsubscription:<id>\n`: the start of every MESSAGE a subscription gets (topic or queue).
+    static func messageHead(subscription id: String, version: STOMPVersion) -> ByteBuffer {
         var head = ByteBuffer()
         head.reserveCapacity(32 + id.utf8.count)
         head.writeString("MESSAGE\n")
         STOMPFrameEncoder.writeHeader("subscription", id, to: &head, version: version)
-        self.head = head
+        return head
     }
 }
