@@ -206,3 +206,49 @@ def test_unusable_data_directory_is_an_error_at_start(tmp_path):
     (damaged / "starling.db").write_bytes(bytes(range(256)) * 64)
     output = _start_failure(damaged)
     assert "starling.db" in output and "storage" in output, output
+
+
+def test_disk_full_fails_the_send_and_the_server_stays_up(tmp_path):
+    """On a full disk (a 1 MiB tmpfs), a persistent SEND that cannot be stored gets an ERROR carrying its receipt id
+    saying so; the server keeps serving other clients (topics, and queues in memory)."""
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        srv = start(mount_point / "data")
+        try:
+            queue = f"/queue/{uid()}"
+            conn, col = connect(srv)
+            body = "x" * 65536
+            failed = None
+            for i in range(64):
+                receipt = f"r{i}"
+                try:
+                    conn.send(destination=queue, body=body, headers={"persistent": "true", "receipt": receipt})
+                except Exception:
+                    break
+                col.wait_for(lambda: receipt in col.receipts or col.errors, timeout=10, what=f"receipt {receipt} or ERROR")
+                if col.errors:
+                    failed = col.errors[0]
+                    break
+            assert failed is not None, "a 1 MiB disk never filled up"
+            assert "disk full" in failed.headers["message"] or "cannot store" in failed.headers["message"], failed.headers
+            assert failed.headers["receipt-id"].startswith("r")
+            stomp_close(conn)
+            # Still serving: pub/sub on a topic, and a non-persistent queue message.
+            other, ocol = connect(srv)
+            topic = f"/topic/{uid()}"
+            other.subscribe(destination=topic, id="t", receipt="s1")
+            ocol.wait_receipt("s1")
+            other.send(destination=topic, body="still here")
+            assert ocol.wait_messages(1)[0].body == "still here"
+            other.send(destination=f"/queue/{uid()}", body="in memory", headers={"receipt": "m1"})
+            ocol.wait_receipt("m1")
+            assert srv.alive()
+            stomp_close(other)
+        finally:
+            srv.stop()
+    finally:
+        subprocess.run(["umount", str(mount_point)], capture_output=True)
