@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
@@ -114,12 +115,16 @@ public final class LoadtestRunner: Sendable {
         let loop = self.loops[loopIndex]
         let statsBox = stats[loopIndex]
         let settings = self.settings
+        // The handler is kept from the initializer: looking it up in the pipeline after `connect` races with a
+        // server that answers and closes at once (a refused upgrade), whose handlers are already gone by then.
+        let created = NIOLockedValueBox<NIOLoopBound<ClientConnection>?>(nil)
         var bootstrap = ClientBootstrap(group: loop)
             .connectTimeout(settings.connectTimeout)
             .channelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let handler = ClientConnection(settings: settings, stats: statsBox.value, eventLoop: channel.eventLoop)
+                    created.withLockedValue { $0 = NIOLoopBound(handler, eventLoop: channel.eventLoop) }
                     try channel.pipeline.syncOperations.addHandler(handler)
                 }
             }
@@ -134,9 +139,10 @@ public final class LoadtestRunner: Sendable {
         } catch {
             throw LoadtestError.refused("cannot connect to \(target.host):\(target.port): \(Self.describe(error))")
         }
-        let handler = try await channel.eventLoop.submit {
-            NIOLoopBound(try channel.pipeline.syncOperations.handler(type: ClientConnection.self), eventLoop: channel.eventLoop)
-        }.get()
+        guard let handler = created.withLockedValue({ $0 }) else {
+            channel.close(promise: nil)
+            throw LoadtestError.refused("cannot connect to \(target.host):\(target.port): the connection was not set up")
+        }
         let ref = ConnectionRef(channel: channel, handler: handler)
         do {
             try await ref.onLoop { $0.ready.futureResult }
