@@ -426,11 +426,6 @@ final class QueueHost: @unchecked Sendable {
         self.submitStoreOperations()
     }
 
-    func stop() {
-        self.sweepTask?.cancel()
-        self.sweepTask = nil
-    }
-
     /// Enqueues on this loop (a durable binding's queue is owned here), dispatching at the end of the hop.
     fileprivate func enqueueFromBinding(_ message: BrokerMessage, queue: String) {
         self.post(.enqueue(QueueEnqueue(destination: queue, message: message, expiresAt: nil, reply: nil)), to: self.loop.index)

@@ -176,13 +176,11 @@ public final class SQLiteMessageStore: MessageStore, @unchecked Sendable {
     private func run() {
         var lastSync = Date()
         while true {
-            let woke: Bool
             if self.sync == .interval {
-                woke = self.condition.lock(whenValue: 1, timeoutSeconds: self.syncInterval)
-                if !woke { self.condition.lock() }
+                // Wake at least once per interval to sync, work or not.
+                if !self.condition.lock(whenValue: 1, timeoutSeconds: self.syncInterval) { self.condition.lock() }
             } else {
                 self.condition.lock(whenValue: 1)
-                woke = true
             }
             let batches = self.pending.batches
             self.pending.batches.removeAll()
@@ -205,7 +203,6 @@ public final class SQLiteMessageStore: MessageStore, @unchecked Sendable {
                 self.finished.unlock(withValue: 1)
                 return
             }
-            _ = woke
         }
     }
 

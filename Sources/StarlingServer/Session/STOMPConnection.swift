@@ -20,17 +20,17 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
     }
 
     let loop: LoopBroker
-    private var transport: (any STOMPTransport)?
+    var transport: (any STOMPTransport)?
     private var parser: STOMPFrameParser
     private var machine: SessionStateMachine
     private let settings: Settings
     private let logger: Logger
-    private var subscriptions: [String: TopicSubscription] = [:]
+    var subscriptions: [String: TopicSubscription] = [:]
     /// Topic subscriptions with a client ack mode: ACKs for their deliveries are accepted (and need nothing).
-    private var clientAckTopicSubscriptions = 0
+    var clientAckTopicSubscriptions = 0
     /// Queue bookkeeping, allocated by the first queue operation (8 bytes per connection that never uses queues).
-    private var queueBox: QueueState.Box?
-    private var queue: QueueState {
+    var queueBox: QueueState.Box?
+    var queue: QueueState {
         get { self.queueBox?.state ?? QueueState() }
         _modify {
             if self.queueBox == nil { self.queueBox = QueueState.Box() }
@@ -38,20 +38,20 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
         }
     }
     /// CONNECT `login` (names the user of `/user/` destinations) and `client-id` (names durable subscriptions).
-    private var login: String?
-    private var clientID: String?
-    private var version = STOMPVersion.v1_2
+    var login: String?
+    var clientID: String?
+    var version = STOMPVersion.v1_2
     private var messageCounter: UInt64 = 0
-    private var closed = false
+    var closed = false
     /// False once DISCONNECT or an error ended the session: later inbound frames are ignored.
-    private var acceptingFrames = true
+    var acceptingFrames = true
 
     // Timers, driven by the loop's `ConnectionClock`. Outbound heart-beats: a flag set on every write and
     // checked every half interval, so the delivery path never reads a clock. Inbound: the time of the last read
     // (one clock read per socket read, only when the client heart-beats).
     private let clock: ConnectionClock
     private var connectDeadline: NIODeadline?
-    private var wroteSinceTick = false
+    var wroteSinceTick = false
     private var sendPeriod: TimeAmount?
     private var nextSendCheck = NIODeadline.uptimeNanoseconds(0)
     private var receiveTimeout: TimeAmount?
@@ -138,7 +138,7 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
     }
 
     /// Sends ERROR (`message`, `receipt-id` when given, a text body when there is detail), then closes.
-    private func fail(_ message: String, receiptID: String?, detail: String?, extraHeaders: [(String, String)] = []) {
+    func fail(_ message: String, receiptID: String?, detail: String?, extraHeaders: [(String, String)] = []) {
         var headers: STOMPHeaders = [:]
         for (name, value) in extraHeaders { headers.add(name, value) }
         headers.add("message", message)
@@ -157,6 +157,18 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
     /// it (durably, for a persistent one) and every ACK of a stored message is durable; a refusal is an ERROR with
     /// the receipt id instead. Without queues involved the RECEIPT goes at once.
     private func execute(_ work: [SessionStateMachine.Work], receipt: String?) {
+        // Topic SENDs need no queue bookkeeping (and no `QueueState` allocated for it).
+        let touchesQueues = work.contains { item in
+            guard case .publish(let publish) = item else { return true }
+            return publish.destination.hasPrefix(QueueName.prefix) || publish.destination.hasPrefix(TempQueueName.prefix)
+        }
+        guard touchesQueues else {
+            for item in work {
+                if case .publish(let publish) = item { self.publish(publish, token: 0, wantsReceipt: false) }
+            }
+            self.sendReceipt(receipt)
+            return
+        }
         let token = self.queue.makeToken()
         // The wait starts at 1 for this call itself, released at the end, so replies arriving early cannot
         // complete it before every piece of work was sent on its way.
@@ -209,29 +221,6 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
         }
         guard let words = try? TopicName.publishWords(destination) else { return }
         self.loop.publish(message, words: words)
-    }
-
-    func enqueueFinished(token: UInt64, refusal: String?) {
-        guard !self.closed else { return }
-        let wait = self.queue.receiptWaits[token]
-        if let refusal {
-            self.queue.receiptWaits[token] = nil
-            // The message did not get in: a retry with the same idempotency key must not be taken for a repeat.
-            for (destination, key) in self.queue.idempotencyKeys.removeValue(forKey: token) ?? [] {
-                self.loop.idempotency.forget(key: key, destination: destination)
-            }
-            self.fail(refusal, receiptID: wait?.receipt, detail: nil)
-            return
-        }
-        guard var wait else { return }
-        wait.remaining -= 1
-        if wait.remaining == 0 {
-            self.queue.receiptWaits[token] = nil
-            self.queue.idempotencyKeys[token] = nil
-            self.sendReceipt(wait.receipt)
-        } else {
-            self.queue.receiptWaits[token] = wait
-        }
     }
 
     // MARK: subscribing
@@ -297,116 +286,7 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
         "\(QueueName.prefix)durable.\(clientID.utf8.count).\(clientID).\(subscriptionID)"
     }
 
-    // MARK: queues
-
-    private func subscribeQueue(id: String, destination: String, ackMode: AckMode, prefetch: Int?, durable: Bool = false) {
-        let subscription = self.loop.subscribeQueue(
-            id: id, destination: destination, ackMode: ackMode, prefetch: prefetch, version: self.version, sink: self
-        )
-        self.queue.consumers[id] = QueueState.Consumer(subscription: subscription, isDurable: durable)
-    }
-
-    /// `reply-to:/temp-queue/<name>`: rewritten to the queue's full name (any connection may SEND to it), and this
-    /// connection consumes from it (subscription id `/temp-queue/<name>`) unless it already does.
-    private func rewriteReplyTo(_ headers: inout STOMPHeaders) {
-        guard let replyTo = headers["reply-to"], replyTo.hasPrefix(TempQueueName.prefix),
-            TempQueueName.problem(replyTo) == nil
-        else { return }
-        let queue = TempQueueName.queue(session: self.sessionID, name: replyTo.dropFirst(TempQueueName.prefix.count))
-        headers.replaceOrAdd("reply-to", queue)
-        if !self.queue.consumers.values.contains(where: { $0.subscription.destination == queue }),
-            self.queue.consumers[replyTo] == nil
-        {
-            self.subscribeQueue(id: replyTo, destination: queue, ackMode: .auto, prefetch: nil)
-        }
-    }
-
-    private func unsubscribeQueue(id: String, endDurable: Bool = false) {
-        guard let consumer = self.queue.consumers.removeValue(forKey: id) else { return }
-        let subscription = consumer.subscription
-        // What `auto` already wrote is settled first, so the queue does not hand it out again.
-        if subscription.ackMode == .auto { self.settleAutoDeliveries() }
-        for ackID in consumer.unacknowledged { self.queue.forget(ackID) }
-        self.queue.forgetAll(of: subscription)
-        self.loop.unsubscribeQueue(subscription)
-        if consumer.isDurable && endDurable { self.loop.unbindDurable(queue: subscription.destination) }
-    }
-
-    func deliver(_ dispatch: QueueDispatch, to subscription: QueueSubscription) {
-        guard !self.closed, let transport = self.transport, self.queue.consumers[subscription.id]?.subscription === subscription
-        else {
-            return
-        }
-        let version = self.version
-        let message = dispatch.message.message
-        var head = subscription.head
-        if subscription.ackMode == .auto {
-            self.queue.autoSettles[subscription.destination, default: []].append(dispatch.tag)
-        } else {
-            let ackID = self.queue.record(dispatch, subscription: subscription, messageID: message.messageID)
-            if subscription.ackMode == .client { self.queue.consumers[subscription.id]?.unacknowledged.append(ackID) }
-            if version == .v1_2 { STOMPFrameEncoder.writeHeader("ack", ackID, to: &head, version: version) }
-        }
-        if dispatch.message.deliveryCount > 1 { head.writeString("redelivered:true\n") }
-        head.writeString("x-delivery-count:")
-        head.writeString(String(dispatch.message.deliveryCount))
-        head.writeInteger(UInt8(ascii: "\n"))
-        transport.write(head: head, body: message.shared(for: version), isText: message.isUTF8)
-        self.wroteSinceTick = true
-    }
-
-    /// ACK or NACK. Returns false when it was refused (ERROR sent, connection closing). An ACK under a receipt
-    /// adds to the receipt's wait (`token`) until the queue made the removal durable.
-    private func acknowledge(_ acknowledge: SessionStateMachine.Acknowledge, token: UInt64, receipt: String?) -> Bool {
-        let ackID = self.version == .v1_2 ? acknowledge.id : self.queue.ackIDsByMessageID[acknowledge.id]
-        guard let ackID, let pending = self.queue.pending[ackID] else {
-            // Topic deliveries need no acknowledgement: accept ACK/NACK for them when a client-ack topic
-            // subscription could have produced the id.
-            if self.clientAckTopicSubscriptions > 0 { return true }
-            let name = self.version == .v1_2 ? "ack id" : "message-id"
-            self.fail(
-                "\(acknowledge.positive ? "ACK" : "NACK") for unknown \(name) '\(acknowledge.id)': no unacknowledged message "
-                    + "has it on this connection (already acknowledged, or never delivered here)",
-                receiptID: receipt, detail: nil
-            )
-            return false
-        }
-        let subscription = pending.subscription
-        var tags: [UInt64] = []
-        if subscription.ackMode == .client, var consumer = self.queue.consumers[subscription.id] {
-            // Cumulative: this delivery and every earlier one of the subscription.
-            while let first = consumer.unacknowledged.first {
-                consumer.unacknowledged.removeFirst()
-                if let entry = self.queue.forget(first) { tags.append(entry.tag) }
-                if first == ackID { break }
-            }
-            self.queue.consumers[subscription.id] = consumer
-        } else if let entry = self.queue.forget(ackID) {
-            tags.append(entry.tag)
-        }
-        if acknowledge.positive {
-            var reply: QueueReply?
-            if receipt != nil {
-                self.queue.expectReply(token)
-                reply = QueueReply(loopIndex: self.loop.index, sink: self, token: token, wantsSuccess: true)
-            }
-            self.loop.acknowledge(tags, queue: subscription.destination, reply: reply)
-        } else {
-            self.loop.reject(tags, queue: subscription.destination, requeue: acknowledge.requeue)
-        }
-        return true
-    }
-
-    /// Tells the queues that what `auto` subscriptions wrote is done with, freeing their consumers' credit. Held
-    /// back while the socket is not writable, so a slow `auto` consumer stops getting messages instead of
-    /// buffering them.
-    private func settleAutoDeliveries() {
-        guard let box = self.queueBox, !box.state.autoSettles.isEmpty else { return }
-        for (destination, tags) in self.queue.autoSettles { self.loop.acknowledge(tags, queue: destination) }
-        self.queue.autoSettles.removeAll(keepingCapacity: true)
-    }
-
-    private func sendReceipt(_ receipt: String?) {
+    func sendReceipt(_ receipt: String?) {
         guard let receipt else { return }
         self.writeFrame(STOMPFrame(.receipt, headers: ["receipt-id": receipt]))
     }
