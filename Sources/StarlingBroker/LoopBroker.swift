@@ -22,6 +22,14 @@ public final class LoopBroker: @unchecked Sendable {
     private var dirty: [MessageSink] = []
     private var connections: [ObjectIdentifier: any ServerConnection] = [:]
     private var scratch: [TopicSubscription] = []
+    /// Scratch of `deliver` (kept between batches so a batch allocates nothing): the subscribers a batch touches,
+    /// their lists of runs, and the messages of one subscriber gathered from several runs.
+    private var deliveryStamp: UInt64 = 0
+    private var touched: [TopicSubscription] = []
+    private var runLinks: [RunLink] = []
+    private var runHeads: [Int] = []
+    private var runTails: [Int] = []
+    private var gathered: [BrokerMessage] = []
     /// The queues this loop owns, and queue traffic to and from other loops.
     private(set) var queueHost: QueueHost!
 
@@ -129,28 +137,79 @@ public final class LoopBroker: @unchecked Sendable {
 
     /// Writes each message to every local subscriber, then flushes each connection that got something once.
     ///
-    /// Subscriber-major within a run of consecutive messages to the same destination: each subscriber (and its
-    /// connection, transport and buffers, which are cold in cache with thousands of subscribers) is visited once
-    /// per run instead of once per message. Every subscriber still sees the batch in publish order: runs are
-    /// delivered one after the other, and within a run its messages go out in order.
+    /// Subscriber-major over the whole batch: each subscriber (and its connection, transport and buffers, which
+    /// are cold in cache with thousands of subscribers) is visited once per batch, not once per message. A
+    /// first pass links, per subscriber, the runs of consecutive messages to one destination that it matches, in
+    /// batch order; the second pass writes each subscriber's messages in that order. So every subscriber still
+    /// sees the batch in publish order, also across destinations (a wildcard subscription matching several).
     func deliver(_ batch: [BrokerMessage]) {
+        let first = batch.first?.destination
+        if let first, batch.allSatisfy({ $0.destination == first }) {
+            // One destination (the common case of one hot topic): no bookkeeping needed.
+            for subscription in self.localSubscribers(first) {
+                self.write(batch[...], to: subscription)
+            }
+        } else {
+            self.linkRuns(of: batch)
+            for (slot, subscription) in self.touched.enumerated() {
+                var link = self.runHeads[slot]
+                if self.runLinks[link].next < 0 {
+                    self.write(batch[self.runLinks[link].range], to: subscription)
+                    continue
+                }
+                self.gathered.removeAll(keepingCapacity: true)
+                while link >= 0 {
+                    self.gathered.append(contentsOf: batch[self.runLinks[link].range])
+                    link = self.runLinks[link].next
+                }
+                self.write(self.gathered[...], to: subscription)
+            }
+            self.touched.removeAll(keepingCapacity: true)
+            self.gathered.removeAll(keepingCapacity: true)
+        }
+        self.flushDirty()
+    }
+
+    /// First pass of `deliver`: `touched` gets each matching subscriber once, in order of first match, and
+    /// `runHeads[slot]` the start of its list of runs in `runLinks`.
+    private func linkRuns(of batch: [BrokerMessage]) {
+        self.deliveryStamp &+= 1
+        let stamp = self.deliveryStamp
+        self.runLinks.removeAll(keepingCapacity: true)
+        self.runHeads.removeAll(keepingCapacity: true)
+        self.runTails.removeAll(keepingCapacity: true)
         var start = batch.startIndex
         while start < batch.endIndex {
             let destination = batch[start].destination
             var end = start + 1
             while end < batch.endIndex, batch[end].destination == destination { end += 1 }
-            let run = batch[start..<end]
             for subscription in self.localSubscribers(destination) {
-                let sink = subscription.sink
-                sink.deliver(run, to: subscription)
-                if !sink.needsFlush {
-                    sink.needsFlush = true
-                    self.dirty.append(sink)
+                let link = self.runLinks.count
+                self.runLinks.append(RunLink(range: start..<end, next: -1))
+                if subscription.deliveryStamp != stamp {
+                    subscription.deliveryStamp = stamp
+                    subscription.deliverySlot = self.touched.count
+                    self.touched.append(subscription)
+                    self.runHeads.append(link)
+                    self.runTails.append(link)
+                } else {
+                    let slot = subscription.deliverySlot
+                    self.runLinks[self.runTails[slot]].next = link
+                    self.runTails[slot] = link
                 }
             }
             start = end
         }
-        self.flushDirty()
+    }
+
+    /// Writes `messages` to one subscriber and marks its connection for the flush at the end of the batch.
+    private func write(_ messages: ArraySlice<BrokerMessage>, to subscription: TopicSubscription) {
+        let sink = subscription.sink
+        sink.deliver(messages, to: subscription)
+        if !sink.needsFlush {
+            sink.needsFlush = true
+            self.dirty.append(sink)
+        }
     }
 
     /// Marks `sink` as having unflushed writes, flushed by the next `flushDirty`.
@@ -273,4 +332,10 @@ public final class LoopBroker: @unchecked Sendable {
         self.matchCache[destination] = self.scratch
         return self.scratch
     }
+}
+
+/// A run of consecutive messages to one destination in a delivered batch, linked to the subscriber's next run.
+private struct RunLink {
+    var range: Range<Int>
+    var next: Int
 }

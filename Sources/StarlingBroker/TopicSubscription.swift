@@ -18,8 +18,8 @@ public protocol ServerConnection: AnyObject {
 public protocol MessageSink: ServerConnection {
     /// Set by the loop broker while the sink has unflushed deliveries.
     var needsFlush: Bool { get set }
-    /// Writes one MESSAGE per message, in order, for `subscription` without flushing. The messages share one
-    /// destination.
+    /// Writes one MESSAGE per message, in order, for `subscription` without flushing. The messages may be to
+    /// several destinations (all matching the subscription's pattern).
     func deliver(_ messages: ArraySlice<BrokerMessage>, to subscription: TopicSubscription)
     /// Writes the MESSAGE of one queue delivery for `subscription` without flushing.
     func deliver(_ dispatch: QueueDispatch, to subscription: QueueSubscription)
@@ -39,6 +39,9 @@ public final class TopicSubscription: SubscriptionTrieValue {
     /// `MESSAGE\nsubscription:<id>\n`, the per-subscriber head of every MESSAGE, encoded once.
     public let head: ByteBuffer
     public var matchStamp: UInt64 = 0
+    /// The loop broker's bookkeeping while it delivers a batch (`LoopBroker.deliver`).
+    var deliveryStamp: UInt64 = 0
+    var deliverySlot = 0
 
     public init(id: String, destination: String, words: [Substring], ackMode: AckMode, version: STOMPVersion, sink: MessageSink) {
         self.id = id

@@ -10,8 +10,10 @@ final class RecordingSink: MessageSink {
     var delivered: [(subscription: String, messageID: String, frame: String)] = []
     var flushes = 0
     var shutdowns = 0
+    var deliverCalls = 0
 
     func deliver(_ messages: ArraySlice<BrokerMessage>, to subscription: TopicSubscription) {
+        self.deliverCalls += 1
         for message in messages {
             var frame = subscription.head
             var shared = message.shared
@@ -73,7 +75,7 @@ struct LoopBrokerTests {
         #expect(far.delivered[0].frame == "MESSAGE\nsubscription:f\ndestination:/topic/a.b\nmessage-id:m1\nx-custom:v\ncontent-length:2\n\nhi\0")
     }
 
-    @Test("A batch mixing destinations reaches each subscriber in publish order (delivery is subscriber-major per run).")
+    @Test("A batch mixing destinations reaches each subscriber in publish order (delivery is subscriber-major per batch).")
     func interleavedDestinationsKeepOrder() throws {
         let loop = EmbeddedEventLoop()
         let broker = Broker(eventLoops: [loop])
@@ -89,6 +91,18 @@ struct LoopBrokerTests {
         #expect(onlyB.delivered.map(\.messageID) == ["m0", "m3", "m4"])
         #expect(onlyC.delivered.map(\.messageID) == ["m1", "m2"])
         #expect(wildcard.flushes == 1 && onlyB.flushes == 1 && onlyC.flushes == 1)
+        // Each subscriber got its messages of the batch in one call (visited once per batch).
+        #expect(wildcard.deliverCalls == 1 && onlyB.deliverCalls == 1 && onlyC.deliverCalls == 1)
+
+        // The next batch starts from fresh bookkeeping.
+        for (index, destination) in ["/topic/a.c", "/topic/a.b", "/topic/a.c"].enumerated() {
+            broker.loops[0].publish(self.message(destination, "n\(index)"), words: try TopicName.publishWords(destination))
+        }
+        loop.run()
+        #expect(wildcard.delivered.map(\.messageID).suffix(3) == ["n0", "n1", "n2"])
+        #expect(onlyB.delivered.map(\.messageID) == ["m0", "m3", "m4", "n1"])
+        #expect(onlyC.delivered.map(\.messageID) == ["m1", "m2", "n0", "n2"])
+        #expect(wildcard.deliverCalls == 2 && onlyB.deliverCalls == 2 && onlyC.deliverCalls == 2)
     }
 
     @Test("Unsubscribing stops deliveries and withdraws the loop's interest.")
