@@ -46,6 +46,8 @@ def scenario_title(name: str) -> str:
             title = f"{int(size[:-1]) * 1000:,} idle connections"
     except ValueError:
         return name
+    if "persistent" in rest:
+        title += ", persistent 1 KiB with receipts"
     if "max" in rest:
         title += ", max rate"
     return title

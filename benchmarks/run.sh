@@ -78,6 +78,7 @@ SCENARIOS=(
   "fanout-${N_TOPICS}x100|off on|fanout --publishers 4 --topics $N_TOPICS --subscribers 100 --rate $FANOUT100_RATE"
   "rooms-100x20|off on|rooms --rooms 100 --members 20 --rate $ROOMS_RATE"
   "queue-4p4c|off on|queue --producers 4 --consumers 4 --queues 1 --ack client-individual --rate $QUEUE_RATE"
+  "queue-4p4c-persistent|off|queue --producers 4 --consumers 4 --queues 4 --ack client-individual --persistent --payload 1024 --rate $QUEUE_RATE"
   "connections-$((N_CONN / 1000))k|off on|connections --connections $N_CONN --heartbeat 10000 --hold $HOLD --source-addresses 4 --workers 2"
   "fanout-1x1000-max|off|fanout --publishers 1 --topics 1 --subscribers 1000 --rate 0 --in-flight $MAX_IN_FLIGHT"
   "fanout-${N_TOPICS}x100-max|off|fanout --publishers 4 --topics $N_TOPICS --subscribers 100 --rate 0 --in-flight $MAX_IN_FLIGHT"

@@ -142,6 +142,7 @@ def test_scenario_titles_and_order():
     assert report.scenario_title("fanout-100x100-max") == "fanout 100 topics x 100 subscribers, max rate"
     assert report.scenario_title("connections-10k") == "10,000 idle connections"
     assert report.scenario_title("queue-4p4c") == "queue 4 producers / 4 consumers"
+    assert report.scenario_title("queue-4p4c-persistent") == "queue 4 producers / 4 consumers, persistent 1 KiB with receipts"
     names = ["connections-10k", "fanout-100x100-max", "queue-4p4c", "fanout-100x100", "rooms-100x20",
              "fanout-1x1000"]
     assert sorted(names, key=report.scenario_sort_key) == [
