@@ -243,14 +243,7 @@ final class QueueHost: @unchecked Sendable {
     }
 
     static func stored(_ message: BrokerMessage, queue: String, storeID: UInt64, expiresAt: Int64?, deliveryCount: Int) -> StoredMessage {
-        var headers: [StoredMessage.Header] = []
-        for (name, value) in message.headers where name != "destination" && name != "message-id" {
-            headers.append(StoredMessage.Header(name, value))
-        }
-        return StoredMessage(
-            storeID: storeID, queue: queue, messageID: message.messageID, destination: message.destination,
-            headers: headers, body: Array(message.body.readableBytesView), expiresAt: expiresAt, deliveryCount: deliveryCount
-        )
+        StoredMessage(storeID: storeID, queue: queue, message: message, expiresAt: expiresAt, deliveryCount: deliveryCount)
     }
 
     // MARK: store
@@ -297,13 +290,7 @@ final class QueueHost: @unchecked Sendable {
             self.bindDurable(queue: queue, pattern: pattern, words: words, save: false)
         }
         for stored in messages {
-            var headers = STOMPHeaders()
-            for header in stored.headers { headers.add(header.name, header.value) }
-            let message = BrokerMessage(
-                destination: stored.destination, messageID: stored.messageID, sendHeaders: headers,
-                body: ByteBuffer(bytes: stored.body), allocator: ByteBufferAllocator()
-            )
-            var enqueue = QueueEnqueue(destination: stored.queue, message: message, expiresAt: stored.expiresAt, reply: nil)
+            var enqueue = QueueEnqueue(destination: stored.queue, message: stored.message, expiresAt: stored.expiresAt, reply: nil)
             enqueue.storeID = stored.storeID
             enqueue.deliveryCount = stored.deliveryCount
             self.enqueue(enqueue)
