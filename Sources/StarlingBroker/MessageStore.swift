@@ -44,7 +44,8 @@ public enum StoreOperation: Sendable, Equatable {
     /// Delivered once more: the count survives a crash, so the dead-letter limit does too.
     case setDeliveryCount(storeID: UInt64, count: Int)
     case saveBinding(queue: String, pattern: String)
-    /// A durable subscription ended: its binding and every message of its queue go.
+    /// A durable subscription ended: its binding goes (its queue's messages go with a `delete` each, in the same
+    /// batch: the store keeps no index by queue, which would cost every insert and delete a second b-tree write).
     case deleteBinding(queue: String)
 }
 

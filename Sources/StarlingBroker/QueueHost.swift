@@ -182,7 +182,9 @@ final class QueueHost: @unchecked Sendable {
                 self.bindDurable(queue: queue, pattern: pattern, words: words)
             case .unbindDurable(let queue):
                 if let binding = self.durableBindings.removeValue(forKey: queue) { self.loop.unsubscribe(binding) }
-                self.queues[queue] = nil
+                if let ended = self.queues.removeValue(forKey: queue), self.store != nil {
+                    for storeID in ended.storeIDs { self.storeOperations.append(.delete(storeID: storeID)) }
+                }
                 if self.store != nil { self.storeOperations.append(.deleteBinding(queue: queue)) }
             case .acknowledge(let destination, let tags, let reply):
                 self.withQueue(destination) { $0.acknowledge(tags) }

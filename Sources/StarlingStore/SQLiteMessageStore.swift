@@ -110,7 +110,7 @@ public final class SQLiteMessageStore: MessageStore, @unchecked Sendable {
                 expires_at INTEGER,
                 delivery_count INTEGER NOT NULL DEFAULT 0
             );
-            CREATE INDEX IF NOT EXISTS messages_by_queue ON messages(queue, id);
+            DROP INDEX IF EXISTS messages_by_queue;
             CREATE TABLE IF NOT EXISTS bindings(queue TEXT PRIMARY KEY, pattern TEXT NOT NULL);
             PRAGMA user_version=\(Self.schemaVersion);
             """)
@@ -272,11 +272,7 @@ public final class SQLiteMessageStore: MessageStore, @unchecked Sendable {
                 } else {
                     result.append(operation)
                 }
-            case .deleteBinding:
-                // Deletes every message of a queue: an insert before it in this batch must still be deleted.
-                inserted.removeAll()
-                result.append(operation)
-            case .saveBinding:
+            case .saveBinding, .deleteBinding:
                 result.append(operation)
             }
         }
@@ -321,8 +317,6 @@ public final class SQLiteMessageStore: MessageStore, @unchecked Sendable {
         case .deleteBinding(let queue):
             statements.deleteBinding.bind(1, queue)
             try statements.deleteBinding.run()
-            statements.deleteQueue.bind(1, queue)
-            try statements.deleteQueue.run()
         }
     }
 
@@ -366,7 +360,6 @@ private final class Statements {
     let setDeliveryCount: Statement
     let saveBinding: Statement
     let deleteBinding: Statement
-    let deleteQueue: Statement
 
     init(db: OpaquePointer) throws(StoreError) {
         // A plain INSERT: store ids are never reused. `OR REPLACE` would make every insert a possible multi-row
@@ -379,7 +372,6 @@ private final class Statements {
         self.setDeliveryCount = try Statement(db: db, sql: "UPDATE messages SET delivery_count = ? WHERE id = ?")
         self.saveBinding = try Statement(db: db, sql: "INSERT OR REPLACE INTO bindings(queue, pattern) VALUES (?, ?)")
         self.deleteBinding = try Statement(db: db, sql: "DELETE FROM bindings WHERE queue = ?")
-        self.deleteQueue = try Statement(db: db, sql: "DELETE FROM messages WHERE queue = ?")
     }
 }
 
