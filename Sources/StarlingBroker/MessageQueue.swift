@@ -181,6 +181,11 @@ public struct MessageQueue {
         }
     }
 
+    /// Store ids of every stored message the queue holds, ready or unacknowledged.
+    public var storeIDs: [UInt64] {
+        self.ready.compactMap(\.storeID) + self.unacked.values.compactMap(\.message.storeID)
+    }
+
     /// Store ids of stored messages that left the queue since the last call (see `removedStoreIDs`).
     public mutating func drainRemovedStoreIDs() -> [UInt64] {
         defer { self.removedStoreIDs.removeAll() }

@@ -1,40 +1,38 @@
 import NIOCore
+import StarlingSTOMP
 
 /// A message as the store keeps it: enough to rebuild the queue entry after a restart.
+///
+/// It holds the queue's own `BrokerMessage` (immutable and shared), so storing a message copies nothing on the
+/// event loop: the store encodes the row on its writer thread.
 public struct StoredMessage: Sendable, Equatable {
     /// Unique and increasing per store; orders a queue's messages on recovery.
     public var storeID: UInt64
     public var queue: String
-    public var messageID: String
-    /// The message's own destination (the topic, for a durable subscription's queue).
-    public var destination: String
-    /// The MESSAGE headers (`destination` and `message-id` excluded), in order.
-    public var headers: [Header]
-    public var body: [UInt8]
+    /// Its `destination` is the message's own destination (the topic, for a durable subscription's queue).
+    public var message: BrokerMessage
     public var expiresAt: Int64?
     public var deliveryCount: Int
 
-    public struct Header: Sendable, Equatable {
-        public var name: String
-        public var value: String
-        public init(_ name: String, _ value: String) {
-            self.name = name
-            self.value = value
-        }
-    }
-
-    public init(
-        storeID: UInt64, queue: String, messageID: String, destination: String, headers: [Header], body: [UInt8],
-        expiresAt: Int64?, deliveryCount: Int
-    ) {
+    public init(storeID: UInt64, queue: String, message: BrokerMessage, expiresAt: Int64?, deliveryCount: Int) {
         self.storeID = storeID
         self.queue = queue
-        self.messageID = messageID
-        self.destination = destination
-        self.headers = headers
-        self.body = body
+        self.message = message
         self.expiresAt = expiresAt
         self.deliveryCount = deliveryCount
+    }
+
+    /// The headers to store: the MESSAGE headers without `destination` and `message-id` (kept in their own
+    /// columns), in order.
+    public var headers: some Sequence<STOMPHeaders.Element> {
+        self.message.headers.lazy.filter { $0.name != "destination" && $0.name != "message-id" }
+    }
+
+    public static func == (lhs: StoredMessage, rhs: StoredMessage) -> Bool {
+        lhs.storeID == rhs.storeID && lhs.queue == rhs.queue && lhs.expiresAt == rhs.expiresAt
+            && lhs.deliveryCount == rhs.deliveryCount && lhs.message.destination == rhs.message.destination
+            && lhs.message.messageID == rhs.message.messageID && lhs.message.headers == rhs.message.headers
+            && lhs.message.body == rhs.message.body
     }
 }
 
@@ -46,7 +44,8 @@ public enum StoreOperation: Sendable, Equatable {
     /// Delivered once more: the count survives a crash, so the dead-letter limit does too.
     case setDeliveryCount(storeID: UInt64, count: Int)
     case saveBinding(queue: String, pattern: String)
-    /// A durable subscription ended: its binding and every message of its queue go.
+    /// A durable subscription ended: its binding goes (its queue's messages go with a `delete` each, in the same
+    /// batch: the store keeps no index by queue, which would cost every insert and delete a second b-tree write).
     case deleteBinding(queue: String)
 }
 

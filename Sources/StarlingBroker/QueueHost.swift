@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import NIOCore
 import StarlingSTOMP
 
@@ -71,6 +72,8 @@ final class QueueHost: @unchecked Sendable {
     private var consumers: [UInt64: QueueSubscription] = [:]
     private var dirtyQueues: Set<String> = []
     private var outbox: [[QueueCommand]]
+    /// The size of the last batch sent to each loop: the next one starts with that capacity.
+    private var outboxSizes: [Int]
     private var outboxScheduled = false
     private var nextConsumer: UInt64 = 0
     private var sweepTask: RepeatedTask?
@@ -81,6 +84,8 @@ final class QueueHost: @unchecked Sendable {
     /// Store writes of this hop, submitted as one batch at its end, and who waits for them.
     private var storeOperations: [StoreOperation] = []
     private var storeWaiters: [StoreWaiter] = []
+    /// Outcomes of store batches, from the writer thread, waiting for this loop (see `storeCompleted`).
+    private let completions = NIOLockedValueBox<[(waiters: [StoreWaiter], error: StoreError?)]>([])
 
     private enum StoreWaiter {
         /// A persistent message's producer (RECEIPT, or ERROR if the write failed).
@@ -96,6 +101,7 @@ final class QueueHost: @unchecked Sendable {
     init(loop: LoopBroker, loopCount: Int, policies: QueuePolicies, store: MessageStore?) {
         self.loop = loop
         self.outbox = Array(repeating: [], count: loopCount)
+        self.outboxSizes = Array(repeating: 0, count: loopCount)
         self.policies = policies
         self.store = store
     }
@@ -123,6 +129,7 @@ final class QueueHost: @unchecked Sendable {
     // MARK: posting
 
     func post(_ command: QueueCommand, to loop: Int) {
+        if self.outbox[loop].isEmpty { self.outbox[loop].reserveCapacity(self.outboxSizes[loop]) }
         self.outbox[loop].append(command)
         if !self.outboxScheduled {
             self.outboxScheduled = true
@@ -138,7 +145,10 @@ final class QueueHost: @unchecked Sendable {
         self.outboxScheduled = false
         for index in self.outbox.indices where !self.outbox[index].isEmpty {
             let batch = self.outbox[index]
-            self.outbox[index].removeAll(keepingCapacity: true)
+            // Not `removeAll(keepingCapacity:)`: while `batch` shares the buffer, that allocates a new one of the
+            // full capacity on every send.
+            self.outbox[index] = []
+            self.outboxSizes[index] = batch.count
             let target = self.loop.broker.loops[index]
             if index == self.loop.index {
                 self.handle(batch)
@@ -172,7 +182,9 @@ final class QueueHost: @unchecked Sendable {
                 self.bindDurable(queue: queue, pattern: pattern, words: words)
             case .unbindDurable(let queue):
                 if let binding = self.durableBindings.removeValue(forKey: queue) { self.loop.unsubscribe(binding) }
-                self.queues[queue] = nil
+                if let ended = self.queues.removeValue(forKey: queue), self.store != nil {
+                    for storeID in ended.storeIDs { self.storeOperations.append(.delete(storeID: storeID)) }
+                }
                 if self.store != nil { self.storeOperations.append(.deleteBinding(queue: queue)) }
             case .acknowledge(let destination, let tags, let reply):
                 self.withQueue(destination) { $0.acknowledge(tags) }
@@ -243,14 +255,7 @@ final class QueueHost: @unchecked Sendable {
     }
 
     static func stored(_ message: BrokerMessage, queue: String, storeID: UInt64, expiresAt: Int64?, deliveryCount: Int) -> StoredMessage {
-        var headers: [StoredMessage.Header] = []
-        for (name, value) in message.headers where name != "destination" && name != "message-id" {
-            headers.append(StoredMessage.Header(name, value))
-        }
-        return StoredMessage(
-            storeID: storeID, queue: queue, messageID: message.messageID, destination: message.destination,
-            headers: headers, body: Array(message.body.readableBytesView), expiresAt: expiresAt, deliveryCount: deliveryCount
-        )
+        StoredMessage(storeID: storeID, queue: queue, message: message, expiresAt: expiresAt, deliveryCount: deliveryCount)
     }
 
     // MARK: store
@@ -260,15 +265,36 @@ final class QueueHost: @unchecked Sendable {
         guard !self.storeOperations.isEmpty || !self.storeWaiters.isEmpty else { return }
         let operations = self.storeOperations
         let waiters = self.storeWaiters
-        self.storeOperations.removeAll(keepingCapacity: true)
-        self.storeWaiters.removeAll(keepingCapacity: true)
+        // Fresh arrays: `removeAll(keepingCapacity:)` would allocate a copy of the full capacity (see `sendOutbox`).
+        self.storeOperations = []
+        self.storeWaiters = []
         guard let store = self.store, !operations.isEmpty else {
             self.storeFinished(waiters, error: nil)
             return
         }
-        let loop = self.loop
-        store.submit(operations) { error in
-            loop.eventLoop.execute { loop.queueHost.storeFinished(waiters, error: error) }
+        guard !waiters.isEmpty else {
+            // Nobody waits (an ACK without a receipt): no hop back. A failed removal leaves the message stored,
+            // and it is delivered again after a restart.
+            store.submit(operations, completion: nil)
+            return
+        }
+        store.submit(operations) { [self] error in self.storeCompleted(waiters, error: error) }
+    }
+
+    /// On the store's writer thread: queues the outcome for this loop, and wakes the loop only for the first of a
+    /// run, so the batches one transaction completed come back in one hop.
+    private func storeCompleted(_ waiters: [StoreWaiter], error: StoreError?) {
+        let first = self.completions.withLockedValue { completions in
+            completions.append((waiters, error))
+            return completions.count == 1
+        }
+        guard first else { return }
+        self.loop.eventLoop.execute { [self] in
+            let completions = self.completions.withLockedValue { completions in
+                defer { completions = [] }
+                return completions
+            }
+            for (waiters, error) in completions { self.storeFinished(waiters, error: error) }
         }
     }
 
@@ -297,13 +323,7 @@ final class QueueHost: @unchecked Sendable {
             self.bindDurable(queue: queue, pattern: pattern, words: words, save: false)
         }
         for stored in messages {
-            var headers = STOMPHeaders()
-            for header in stored.headers { headers.add(header.name, header.value) }
-            let message = BrokerMessage(
-                destination: stored.destination, messageID: stored.messageID, sendHeaders: headers,
-                body: ByteBuffer(bytes: stored.body), allocator: ByteBufferAllocator()
-            )
-            var enqueue = QueueEnqueue(destination: stored.queue, message: message, expiresAt: stored.expiresAt, reply: nil)
+            var enqueue = QueueEnqueue(destination: stored.queue, message: stored.message, expiresAt: stored.expiresAt, reply: nil)
             enqueue.storeID = stored.storeID
             enqueue.deliveryCount = stored.deliveryCount
             self.enqueue(enqueue)
@@ -328,9 +348,9 @@ final class QueueHost: @unchecked Sendable {
     private func dispatchDirtyQueues() {
         guard !self.dirtyQueues.isEmpty else { return }
         let now = WallClock.milliseconds()
-        let dirty = self.dirtyQueues
-        self.dirtyQueues.removeAll(keepingCapacity: true)
-        for destination in dirty where self.queues[destination] != nil {
+        // Dispatching posts deliveries and dead letters to outboxes; it never marks a queue dirty, so the set is
+        // iterated in place (no copy) and emptied after.
+        for destination in self.dirtyQueues where self.queues[destination] != nil {
             let (dispatches, deadLettered) = self.queues[destination]!.dispatch(now: now)
             for storeID in self.queues[destination]!.drainRemovedStoreIDs() { self.storeOperations.append(.delete(storeID: storeID)) }
             for dispatch in dispatches {
@@ -345,6 +365,7 @@ final class QueueHost: @unchecked Sendable {
                 self.queues[destination] = nil
             }
         }
+        self.dirtyQueues.removeAll(keepingCapacity: true)
     }
 
     /// Moves dead letters to the dead-letter queue of `destination`, with headers saying why. A dead-letter queue's

@@ -1,7 +1,9 @@
 import CSQLite
 import Foundation
 import NIOConcurrencyHelpers
+import NIOCore
 import StarlingBroker
+import StarlingSTOMP
 
 /// When the store's writes reach the disk.
 public enum StoreSyncPolicy: String, Sendable, CaseIterable {
@@ -27,6 +29,8 @@ public final class SQLiteMessageStore: MessageStore, @unchecked Sendable {
     // The connection is used by `recover` (before `start`) and then only by the writer thread.
     private let db: OpaquePointer
     private var statements: Statements!
+    /// The writer's scratch for one inserted row (see `apply`).
+    private var row: [UInt8] = []
     private struct Pending {
         var batches: [(operations: [StoreOperation], completion: (@Sendable (StoreError?) -> Void)?)] = []
         var closing = false
@@ -106,7 +110,7 @@ public final class SQLiteMessageStore: MessageStore, @unchecked Sendable {
                 expires_at INTEGER,
                 delivery_count INTEGER NOT NULL DEFAULT 0
             );
-            CREATE INDEX IF NOT EXISTS messages_by_queue ON messages(queue, id);
+            DROP INDEX IF EXISTS messages_by_queue;
             CREATE TABLE IF NOT EXISTS bindings(queue TEXT PRIMARY KEY, pattern TEXT NOT NULL);
             PRAGMA user_version=\(Self.schemaVersion);
             """)
@@ -125,15 +129,19 @@ public final class SQLiteMessageStore: MessageStore, @unchecked Sendable {
             sql: "SELECT id, queue, message_id, destination, headers, body, expires_at, delivery_count FROM messages ORDER BY id"
         )
         var maxID: UInt64 = 0
+        let allocator = ByteBufferAllocator()
         while try messages.step() {
             let id = UInt64(messages.int(0))
             guard let headers = HeaderCoding.decode(messages.blob(4)) else {
                 throw StoreError("'\(self.path)': message \(id) has damaged headers")
             }
+            let message = BrokerMessage(
+                destination: messages.text(3), messageID: messages.text(2), sendHeaders: headers,
+                body: messages.buffer(5, allocator: allocator), allocator: allocator
+            )
             contents.messages.append(StoredMessage(
-                storeID: id, queue: messages.text(1), messageID: messages.text(2), destination: messages.text(3),
-                headers: headers, body: messages.blob(5), expiresAt: messages.isNull(6) ? nil : messages.int(6),
-                deliveryCount: Int(messages.int(7))
+                storeID: id, queue: messages.text(1), message: message,
+                expiresAt: messages.isNull(6) ? nil : messages.int(6), deliveryCount: Int(messages.int(7))
             ))
             maxID = max(maxID, id)
         }
@@ -264,11 +272,7 @@ public final class SQLiteMessageStore: MessageStore, @unchecked Sendable {
                 } else {
                     result.append(operation)
                 }
-            case .deleteBinding:
-                // Deletes every message of a queue: an insert before it in this batch must still be deleted.
-                inserted.removeAll()
-                result.append(operation)
-            case .saveBinding:
+            case .saveBinding, .deleteBinding:
                 result.append(operation)
             }
         }
@@ -278,17 +282,27 @@ public final class SQLiteMessageStore: MessageStore, @unchecked Sendable {
     private func apply(_ operation: StoreOperation) throws(StoreError) {
         let statements = self.statements!
         switch operation {
-        case .insert(let message):
+        case .insert(let stored):
+            // The row's text and blob columns go into one reused buffer and are bound without a copy.
+            self.row.removeAll(keepingCapacity: true)
+            let queue = self.row.appendBytes(of: stored.queue)
+            let messageID = self.row.appendBytes(of: stored.message.messageID)
+            let destination = self.row.appendBytes(of: stored.message.destination)
+            let headers = HeaderCoding.encode(stored.headers, into: &self.row)
+            let body = self.row.appendBytes(of: stored.message.body)
             let statement = statements.insert
-            statement.bind(1, Int64(bitPattern: message.storeID))
-            statement.bind(2, message.queue)
-            statement.bind(3, message.messageID)
-            statement.bind(4, message.destination)
-            statement.bind(5, HeaderCoding.encode(message.headers))
-            statement.bind(6, message.body)
-            if let expiresAt = message.expiresAt { statement.bind(7, expiresAt) } else { statement.bindNull(7) }
-            statement.bind(8, Int64(message.deliveryCount))
-            try statement.run()
+            statement.bind(1, Int64(bitPattern: stored.storeID))
+            if let expiresAt = stored.expiresAt { statement.bind(7, expiresAt) } else { statement.bindNull(7) }
+            statement.bind(8, Int64(stored.deliveryCount))
+            let result = self.row.withUnsafeBytes { bytes in
+                statement.bindText(2, bytes, queue)
+                statement.bindText(3, bytes, messageID)
+                statement.bindText(4, bytes, destination)
+                statement.bindBlob(5, bytes, headers)
+                statement.bindBlob(6, bytes, body)
+                return Result { () throws(StoreError) in try statement.run() }
+            }
+            try result.get()
         case .delete(let storeID):
             statements.delete.bind(1, Int64(bitPattern: storeID))
             try statements.delete.run()
@@ -303,8 +317,6 @@ public final class SQLiteMessageStore: MessageStore, @unchecked Sendable {
         case .deleteBinding(let queue):
             statements.deleteBinding.bind(1, queue)
             try statements.deleteBinding.run()
-            statements.deleteQueue.bind(1, queue)
-            try statements.deleteQueue.run()
         }
     }
 
@@ -348,18 +360,18 @@ private final class Statements {
     let setDeliveryCount: Statement
     let saveBinding: Statement
     let deleteBinding: Statement
-    let deleteQueue: Statement
 
     init(db: OpaquePointer) throws(StoreError) {
+        // A plain INSERT: store ids are never reused. `OR REPLACE` would make every insert a possible multi-row
+        // change, which SQLite guards with a statement journal (a 64 KiB buffer and a copy of each page touched).
         self.insert = try Statement(db: db, sql: """
-            INSERT OR REPLACE INTO messages(id, queue, message_id, destination, headers, body, expires_at, delivery_count)
+            INSERT INTO messages(id, queue, message_id, destination, headers, body, expires_at, delivery_count)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
             """)
         self.delete = try Statement(db: db, sql: "DELETE FROM messages WHERE id = ?")
         self.setDeliveryCount = try Statement(db: db, sql: "UPDATE messages SET delivery_count = ? WHERE id = ?")
         self.saveBinding = try Statement(db: db, sql: "INSERT OR REPLACE INTO bindings(queue, pattern) VALUES (?, ?)")
         self.deleteBinding = try Statement(db: db, sql: "DELETE FROM bindings WHERE queue = ?")
-        self.deleteQueue = try Statement(db: db, sql: "DELETE FROM messages WHERE queue = ?")
     }
 }
 
@@ -369,6 +381,8 @@ private final class Statement {
     private let handle: OpaquePointer
     /// SQLITE_TRANSIENT: SQLite copies bound text and blobs.
     private static let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+    /// SQLITE_STATIC: SQLite uses the caller's bytes as they are, until the statement is reset or rebound.
+    private static let `static` = unsafeBitCast(0, to: sqlite3_destructor_type.self)
 
     init(db: OpaquePointer, sql: String) throws(StoreError) {
         self.db = db
@@ -385,11 +399,22 @@ private final class Statement {
     func bind(_ index: Int32, _ value: Int64) { sqlite3_bind_int64(self.handle, index, value) }
     func bindNull(_ index: Int32) { sqlite3_bind_null(self.handle, index) }
     func bind(_ index: Int32, _ value: String) { sqlite3_bind_text(self.handle, index, value, -1, Self.transient) }
-    func bind(_ index: Int32, _ value: [UInt8]) {
-        value.withUnsafeBytes { bytes in
-            // A zero-length blob still needs a non-null pointer to be a blob, not NULL.
-            _ = sqlite3_bind_blob(self.handle, index, bytes.baseAddress ?? UnsafeRawPointer(bitPattern: 1), Int32(bytes.count), Self.transient)
-        }
+
+    /// Binds `bytes[range]` without a copy (SQLITE_STATIC): `bytes` must stay valid and unchanged until `run`
+    /// returned (it resets the statement and clears its bindings).
+    func bindText(_ index: Int32, _ bytes: UnsafeRawBufferPointer, _ range: Range<Int>) {
+        sqlite3_bind_text(self.handle, index, Self.address(bytes, range), Int32(range.count), Self.static)
+    }
+
+    /// As `bindText`, for a blob.
+    func bindBlob(_ index: Int32, _ bytes: UnsafeRawBufferPointer, _ range: Range<Int>) {
+        sqlite3_bind_blob(self.handle, index, Self.address(bytes, range), Int32(range.count), Self.static)
+    }
+
+    /// A zero-length value still needs a non-null pointer to be text or a blob, not NULL.
+    private static func address(_ bytes: UnsafeRawBufferPointer, _ range: Range<Int>) -> UnsafeRawPointer {
+        guard let base = bytes.baseAddress else { return UnsafeRawPointer(bitPattern: 1)! }
+        return base + range.lowerBound
     }
 
     /// Runs a statement that returns no rows, then resets it for the next use.
@@ -426,24 +451,54 @@ private final class Statement {
         guard count > 0, let bytes = sqlite3_column_blob(self.handle, column) else { return [] }
         return Array(UnsafeRawBufferPointer(start: bytes, count: count))
     }
+    func buffer(_ column: Int32, allocator: ByteBufferAllocator) -> ByteBuffer {
+        let count = Int(sqlite3_column_bytes(self.handle, column))
+        guard count > 0, let bytes = sqlite3_column_blob(self.handle, column) else { return allocator.buffer(capacity: 0) }
+        var buffer = allocator.buffer(capacity: count)
+        buffer.writeBytes(UnsafeRawBufferPointer(start: bytes, count: count))
+        return buffer
+    }
+}
+
+extension [UInt8] {
+    /// Appends the UTF-8 of `string` and returns where it went.
+    mutating func appendBytes(of string: String) -> Range<Int> {
+        let start = self.count
+        self.append(contentsOf: string.utf8)
+        return start..<self.count
+    }
+
+    /// Appends the readable bytes of `buffer` and returns where they went.
+    mutating func appendBytes(of buffer: ByteBuffer) -> Range<Int> {
+        let start = self.count
+        buffer.withUnsafeReadableBytes { self.append(contentsOf: $0) }
+        return start..<self.count
+    }
 }
 
 /// Headers as a blob: for each header, a 4-byte little-endian length and the UTF-8 name, then the same for the value.
 enum HeaderCoding {
-    static func encode(_ headers: [StoredMessage.Header]) -> [UInt8] {
-        var bytes: [UInt8] = []
-        for header in headers {
-            for part in [header.name, header.value] {
-                let utf8 = Array(part.utf8)
-                withUnsafeBytes(of: UInt32(utf8.count).littleEndian) { bytes.append(contentsOf: $0) }
-                bytes.append(contentsOf: utf8)
-            }
+    /// Appends the blob of `headers` to `bytes` and returns where it went.
+    static func encode(_ headers: some Sequence<STOMPHeaders.Element>, into bytes: inout [UInt8]) -> Range<Int> {
+        let start = bytes.count
+        for (name, value) in headers {
+            Self.append(name, to: &bytes)
+            Self.append(value, to: &bytes)
         }
-        return bytes
+        return start..<bytes.count
     }
 
-    static func decode(_ bytes: [UInt8]) -> [StoredMessage.Header]? {
-        var headers: [StoredMessage.Header] = []
+    private static func append(_ part: String, to bytes: inout [UInt8]) {
+        let length = UInt32(part.utf8.count)
+        bytes.append(UInt8(truncatingIfNeeded: length))
+        bytes.append(UInt8(truncatingIfNeeded: length >> 8))
+        bytes.append(UInt8(truncatingIfNeeded: length >> 16))
+        bytes.append(UInt8(truncatingIfNeeded: length >> 24))
+        bytes.append(contentsOf: part.utf8)
+    }
+
+    static func decode(_ bytes: [UInt8]) -> STOMPHeaders? {
+        var headers = STOMPHeaders()
         var index = 0
         func part() -> String? {
             guard index + 4 <= bytes.count else { return nil }
@@ -455,7 +510,7 @@ enum HeaderCoding {
         }
         while index < bytes.count {
             guard let name = part(), let value = part() else { return nil }
-            headers.append(StoredMessage.Header(name, value))
+            headers.add(name, value)
         }
         return headers
     }

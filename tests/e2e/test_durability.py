@@ -82,6 +82,48 @@ def test_persistent_messages_survive_a_restart(tmp_path):
         srv.stop()
 
 
+def test_an_ended_durable_subscription_leaves_nothing_in_the_store(tmp_path):
+    """Persistent messages a durable subscription collected are stored; UNSUBSCRIBE with durable:true deletes them
+    with the subscription, so after a restart neither the binding nor its messages come back. Another durable
+    subscription's stored messages stay."""
+    srv = start(tmp_path)
+    topic = f"/topic/{uid()}.news"
+    client_id = "durable-" + uid()
+    conn, col = connect(srv, headers={"client-id": client_id})
+    for sub in ("ended", "kept"):
+        r = "sub-" + uid()
+        conn.subscribe(destination=topic, id=sub, ack="client-individual", receipt=r,
+                       headers={"durable": "true", "prefetch-count": "1"})
+        col.wait_receipt(r)
+    publisher, pcol = connect(srv)
+    for i in range(5):
+        publisher.send(destination=topic, body=f"m{i}", headers={"persistent": "true", "receipt": f"r{i}"})
+    pcol.wait_receipt("r4")
+    col.wait_messages(2)  # one unacknowledged delivery per subscription (prefetch 1), the rest ready
+    r = "end-" + uid()
+    conn.unsubscribe("ended", headers={"durable": "true", "receipt": r})
+    col.wait_receipt(r)
+    time.sleep(0.3)
+    stomp_close(conn)
+    stomp_close(publisher)
+    srv.stop()
+    assert srv.proc.returncode == 0
+
+    srv = start(tmp_path)
+    try:
+        assert any("store recovered" in line and "messages=5" in line and "durable_subscriptions=1" in line
+                   for line in srv.lines), srv.lines[-5:]
+        back, bcol = connect(srv, headers={"client-id": client_id})
+        for sub in ("ended", "kept"):
+            back.subscribe(destination=topic, id=sub, ack="auto", headers={"durable": "true"})
+        bcol.wait_messages(5)
+        time.sleep(0.5)
+        assert sorted((m.headers["subscription"], m.body) for m in bcol.messages) == [("kept", f"m{i}") for i in range(5)]
+        stomp_close(back)
+    finally:
+        srv.stop()
+
+
 @pytest.mark.parametrize("round_", range(3))
 def test_kill_9_loses_nothing_receipted_and_resurrects_nothing_acknowledged(tmp_path, round_):
     """Several producers send persistent messages with receipts while a consumer acknowledges with receipts;

@@ -21,7 +21,8 @@ struct QueueState {
     struct Pending {
         let subscription: QueueSubscription
         let tag: UInt64
-        let messageID: String
+        /// Set for STOMP 1.0/1.1 sessions only (they acknowledge by `message-id`; see `ackIDsByMessageID`).
+        let messageID: String?
     }
 
     /// By subscription id.
@@ -49,12 +50,13 @@ struct QueueState {
         self.receiptWaits[token]?.remaining += 1
     }
 
-    /// Records a delivery that needs an ACK and returns its ack id.
-    mutating func record(_ dispatch: QueueDispatch, subscription: QueueSubscription, messageID: String) -> String {
+    /// Records a delivery that needs an ACK and returns its ack id. `messageID`: for a session that acknowledges by
+    /// `message-id` (STOMP 1.0/1.1), nil for 1.2 (it acknowledges by ack id, so no second map per delivery).
+    mutating func record(_ dispatch: QueueDispatch, subscription: QueueSubscription, messageID: String?) -> String {
         self.nextAckID += 1
         let ackID = "q\(self.nextAckID)"
         self.pending[ackID] = Pending(subscription: subscription, tag: dispatch.tag, messageID: messageID)
-        self.ackIDsByMessageID[messageID] = ackID
+        if let messageID { self.ackIDsByMessageID[messageID] = ackID }
         return ackID
     }
 
@@ -62,7 +64,7 @@ struct QueueState {
     @discardableResult
     mutating func forget(_ ackID: String) -> Pending? {
         guard let pending = self.pending.removeValue(forKey: ackID) else { return nil }
-        if self.ackIDsByMessageID[pending.messageID] == ackID { self.ackIDsByMessageID[pending.messageID] = nil }
+        if let messageID = pending.messageID, self.ackIDsByMessageID[messageID] == ackID { self.ackIDsByMessageID[messageID] = nil }
         return pending
     }
 

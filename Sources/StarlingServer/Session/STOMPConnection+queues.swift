@@ -73,7 +73,9 @@ extension STOMPConnection {
         if subscription.ackMode == .auto {
             self.queue.autoSettles[subscription.destination, default: []].append(dispatch.tag)
         } else {
-            let ackID = self.queue.record(dispatch, subscription: subscription, messageID: message.messageID)
+            let ackID = self.queue.record(
+                dispatch, subscription: subscription, messageID: version == .v1_2 ? nil : message.messageID
+            )
             if subscription.ackMode == .client { self.queue.consumers[subscription.id]?.unacknowledged.append(ackID) }
             if version == .v1_2 { STOMPFrameEncoder.writeHeader("ack", ackID, to: &head, version: version) }
         }
