@@ -66,6 +66,8 @@ let package = Package(
             dependencies: [
                 "CSQLite",
                 "StarlingBroker",
+                "StarlingSTOMP",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),

@@ -20,6 +20,7 @@ public final class LoopBroker: @unchecked Sendable {
     private var outboxScheduled = false
     private var flushScheduled = false
     private var dirty: [MessageSink] = []
+    private var flushing: [MessageSink] = []
     private var connections: [ObjectIdentifier: any ServerConnection] = [:]
     private var scratch: [TopicSubscription] = []
     /// Scratch of `deliver` (kept between batches so a batch allocates nothing): the subscribers a batch touches,
@@ -124,13 +125,19 @@ public final class LoopBroker: @unchecked Sendable {
     private func sendOutbox() {
         self.outboxScheduled = false
         for loop in self.outbox.indices where !self.outbox[loop].isEmpty {
-            let batch = self.outbox[loop]
-            self.outbox[loop].removeAll(keepingCapacity: true)
+            // Taken, not copied: `removeAll(keepingCapacity:)` on an array still shared with the batch would
+            // allocate a new buffer of the full capacity every tick.
+            var batch: [BrokerMessage] = []
+            swap(&batch, &self.outbox[loop])
             if loop == self.index {
                 self.deliver(batch)
+                // Delivered synchronously: the buffer is unique again and serves the next tick.
+                batch.removeAll(keepingCapacity: true)
+                if self.outbox[loop].isEmpty { swap(&batch, &self.outbox[loop]) }
             } else {
                 let target = self.broker.loops[loop]
-                target.eventLoop.execute { target.deliver(batch) }
+                let handedOver = batch
+                target.eventLoop.execute { target.deliver(handedOver) }
             }
         }
     }
@@ -239,12 +246,23 @@ public final class LoopBroker: @unchecked Sendable {
     /// Flushes every sink marked dirty.
     func flushDirty() {
         guard !self.dirty.isEmpty else { return }
-        let dirty = self.dirty
-        self.dirty.removeAll(keepingCapacity: true)
-        for sink in dirty {
+        guard self.flushing.isEmpty else {
+            // Re-entered from a sink's flush: the spare is in use.
+            let dirty = self.dirty
+            self.dirty = []
+            for sink in dirty {
+                sink.needsFlush = false
+                sink.flushDeliveries()
+            }
+            return
+        }
+        // Swapped with a spare (a flush may mark sinks dirty again); both buffers keep their capacity.
+        swap(&self.dirty, &self.flushing)
+        for sink in self.flushing {
             sink.needsFlush = false
             sink.flushDeliveries()
         }
+        self.flushing.removeAll(keepingCapacity: true)
     }
 
     /// Recent idempotency keys, shared by every loop.
