@@ -134,6 +134,19 @@ def test_disconnect_receipt_then_close_raw(raw_tcp):
     c.wait_closed(5)
 
 
+@pytest.mark.parametrize("version", ["1.2", "1.1", "1.0"])
+def test_receipt_id_is_escaped_per_version(raw_tcp, version):
+    """A receipt id with a colon, a backslash and (1.1, 1.2) a line feed comes back intact: escaped on the wire
+    in 1.1 and 1.2, raw in 1.0 (which has no escapes)."""
+    c = raw_tcp()
+    assert c.connect(version=version).command == "CONNECTED"
+    receipt = "r:1\\x\nend" if version != "1.0" else "r:1\\x"
+    c.send_frame("SEND", [("destination", f"/topic/{uid()}"), ("receipt", receipt)], b"ping",
+                 escape=version != "1.0")
+    f = c.recv_until("RECEIPT")
+    assert f.headers["receipt-id"] == receipt, f
+
+
 def test_disconnect_receipt_stomp_py(stomp_client):
     """stomp.py's disconnect(receipt=...) over WebSocket gets its RECEIPT and the connection ends."""
     conn, col = stomp_client("ws")

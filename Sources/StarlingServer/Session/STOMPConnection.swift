@@ -287,8 +287,15 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
     }
 
     func sendReceipt(_ receipt: String?) {
-        guard let receipt else { return }
-        self.writeFrame(STOMPFrame(.receipt, headers: ["receipt-id": receipt]))
+        guard let receipt, let transport = self.transport else { return }
+        // Encoded straight into one buffer (a persistent SEND gets one per message): no header list, no frame.
+        var bytes = self.settings.allocator.buffer(capacity: 24 + receipt.utf8.count)
+        bytes.writeStaticString("RECEIPT\n")
+        STOMPFrameEncoder.writeHeader("receipt-id", receipt, to: &bytes, version: self.version)
+        bytes.writeStaticString("\n\0")
+        transport.write(head: nil, body: bytes, isText: true)
+        self.wroteSinceTick = true
+        self.scheduleFlush()
     }
 
     private func writeFrame(_ frame: STOMPFrame) {
