@@ -42,7 +42,6 @@ def main() -> int:
         CREATE TABLE IF NOT EXISTS messages(id INTEGER PRIMARY KEY, queue TEXT NOT NULL, message_id TEXT NOT NULL,
             destination TEXT NOT NULL, headers BLOB NOT NULL, body BLOB NOT NULL, expires_at INTEGER,
             delivery_count INTEGER NOT NULL DEFAULT 0);
-        CREATE INDEX IF NOT EXISTS messages_by_queue ON messages(queue, id);
         CREATE TABLE IF NOT EXISTS bindings(queue TEXT PRIMARY KEY, pattern TEXT NOT NULL);
         PRAGMA user_version=1;
     """)
