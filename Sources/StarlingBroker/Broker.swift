@@ -54,10 +54,13 @@ public final class Broker: Sendable {
         let router = self.loops[0]
         for message in contents.messages { messages[router.queueOwner(message.queue)].append(message) }
         for binding in contents.bindings { bindings[router.queueOwner(binding.queue)].append(binding) }
-        for loop in self.loops {
+        // Every loop restores its share at the same time.
+        let restored = self.loops.map { loop in
             let (mine, myBindings) = (messages[loop.index], bindings[loop.index])
-            try await loop.eventLoop.submit { loop.queueHost.restore(messages: mine, bindings: myBindings) }.get()
+            return loop.eventLoop.submit { loop.queueHost.restore(messages: mine, bindings: myBindings) }
         }
+        messages = []
+        for future in restored { try await future.get() }
         // Dead letters and dispatches posted during the restore reach their loops before this returns.
         for loop in self.loops { try await loop.eventLoop.submit {}.get() }
     }

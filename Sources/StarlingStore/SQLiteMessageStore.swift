@@ -27,7 +27,7 @@ public final class SQLiteMessageStore: MessageStore, @unchecked Sendable {
     public let syncInterval: TimeInterval
 
     // The connection is used by `recover` (before `start`) and then only by the writer thread.
-    private let db: OpaquePointer
+    let db: OpaquePointer
     private var statements: Statements!
     /// The writer's scratch for one inserted row (see `apply`).
     private var row: [UInt8] = []
@@ -117,37 +117,6 @@ public final class SQLiteMessageStore: MessageStore, @unchecked Sendable {
     }
 
     // MARK: MessageStore
-
-    public func recover() throws(StoreError) -> StoreContents {
-        var contents = StoreContents()
-        let bindings = try Statement(db: self.db, sql: "SELECT queue, pattern FROM bindings ORDER BY queue")
-        while try bindings.step() {
-            contents.bindings.append((bindings.text(0), bindings.text(1)))
-        }
-        let messages = try Statement(
-            db: self.db,
-            sql: "SELECT id, queue, message_id, destination, headers, body, expires_at, delivery_count FROM messages ORDER BY id"
-        )
-        var maxID: UInt64 = 0
-        let allocator = ByteBufferAllocator()
-        while try messages.step() {
-            let id = UInt64(messages.int(0))
-            guard let headers = HeaderCoding.decode(messages.blob(4)) else {
-                throw StoreError("'\(self.path)': message \(id) has damaged headers")
-            }
-            let message = BrokerMessage(
-                destination: messages.text(3), messageID: messages.text(2), sendHeaders: headers,
-                body: messages.buffer(5, allocator: allocator), allocator: allocator
-            )
-            contents.messages.append(StoredMessage(
-                storeID: id, queue: messages.text(1), message: message,
-                expiresAt: messages.isNull(6) ? nil : messages.int(6), deliveryCount: Int(messages.int(7))
-            ))
-            maxID = max(maxID, id)
-        }
-        contents.nextStoreID = maxID + 1
-        return contents
-    }
 
     /// Starts the writer thread (after `recover`).
     public func start() {
@@ -354,7 +323,7 @@ extension StoreError {
 }
 
 /// The prepared statements of the writer.
-private final class Statements {
+final class Statements {
     let insert: Statement
     let delete: Statement
     let setDeliveryCount: Statement
@@ -376,7 +345,7 @@ private final class Statements {
 }
 
 /// One prepared statement (not thread-safe: used by one thread at a time).
-private final class Statement {
+final class Statement {
     private let db: OpaquePointer
     private let handle: OpaquePointer
     /// SQLITE_TRANSIENT: SQLite copies bound text and blobs.

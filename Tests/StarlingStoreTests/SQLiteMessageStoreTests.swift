@@ -69,6 +69,41 @@ struct SQLiteMessageStoreTests {
         reopened.close()
     }
 
+    @Test("A store read in id ranges on several threads recovers exactly what one thread reads, in order")
+    func parallelRecovery() throws {
+        let directory = self.directory()
+        do {
+            let store = try SQLiteMessageStore(directory: directory)
+            _ = try store.recover()
+            store.start()
+            let queues = ["/queue/a", "/queue/b", "/queue/c"]
+            try self.apply(store, (1...1_000).map { .insert(self.message(UInt64($0), queue: queues[$0 % 3], body: "body \($0)")) })
+            try self.apply(store, stride(from: 7, through: 1_000, by: 7).map { .delete(storeID: UInt64($0)) })
+            try self.apply(store, [.setDeliveryCount(storeID: 500, count: 3), .delete(storeID: 1_000)])
+            store.close()
+        }
+        let reopened = try SQLiteMessageStore(directory: directory)
+        let serial = try reopened.recover(parallelAbove: .max)
+        let parallel = try reopened.recover(parallelAbove: 10)
+        #expect(serial.messages.count == 1_000 - 142 - 1)
+        #expect(parallel.messages.map(\.storeID) == serial.messages.map(\.storeID))
+        #expect(parallel.messages == serial.messages)
+        #expect(parallel.messages.map(\.message.shared) == serial.messages.map(\.message.shared))
+        #expect(parallel.messages.first { $0.storeID == 500 }?.deliveryCount == 3)
+        #expect(parallel.nextStoreID == 1_000 && serial.nextStoreID == 1_000)
+        reopened.close()
+    }
+
+    @Test("Id ranges for parallel recovery cover the whole range once, in order")
+    func recoveryRanges() {
+        #expect(SQLiteMessageStore.split(1...10, into: 4) == [1...3, 4...6, 7...9, 10...10])
+        #expect(SQLiteMessageStore.split(5...5, into: 4) == [5...5])
+        #expect(SQLiteMessageStore.split(1...8, into: 2) == [1...4, 5...8])
+        let ranges = SQLiteMessageStore.split(3...1_000_003, into: 3)
+        #expect(ranges.first?.lowerBound == 3 && ranges.last?.upperBound == 1_000_003)
+        #expect(zip(ranges, ranges.dropFirst()).allSatisfy { $0.upperBound + 1 == $1.lowerBound })
+    }
+
     @Test("Many small batches are all applied, in order, with their completions")
     func groupCommit() throws {
         let directory = self.directory()
