@@ -48,6 +48,21 @@ def drain(srv: StarlingServer, queue: str, quiet: float = 1.0) -> list:
     return messages
 
 
+def restart_after(srv, tmp_path, clients, *recovered):
+    """Closes `clients`, stops the server cleanly and starts it again on the same data directory; its log must
+    report a recovery whose line has every fragment of `recovered`."""
+    time.sleep(0.3)
+    for client in clients:
+        stomp_close(client)
+    srv.stop()
+    assert srv.proc.returncode == 0
+    srv = start(tmp_path)
+    if not any("store recovered" in line and all(f in line for f in recovered) for line in srv.lines):
+        srv.stop()
+        raise AssertionError(srv.lines[-5:])
+    return srv
+
+
 def test_persistent_messages_survive_a_restart(tmp_path):
     """Persistent messages (with receipts) are there after a graceful restart, with their delivery counts;
     non-persistent ones are not."""
@@ -64,15 +79,8 @@ def test_persistent_messages_survive_a_restart(tmp_path):
     consumer.subscribe(destination=queue, id="c", ack="client-individual", headers={"prefetch-count": "1"})
     (first,) = ccol.wait_messages(1)
     assert first.body == "p0"
-    time.sleep(0.3)
-    stomp_close(consumer)
-    stomp_close(conn)
-    srv.stop()
-    assert srv.proc.returncode == 0
-
-    srv = start(tmp_path)
+    srv = restart_after(srv, tmp_path, [consumer, conn], "messages=20")
     try:
-        assert any("store recovered" in line and "messages=20" in line for line in srv.lines), srv.lines[-5:]
         messages = drain(srv, queue)
         assert [m.body for m in messages] == [f"p{i}" for i in range(20)]
         assert messages[0].headers["redelivered"] == "true"
@@ -103,16 +111,8 @@ def test_an_ended_durable_subscription_leaves_nothing_in_the_store(tmp_path):
     r = "end-" + uid()
     conn.unsubscribe("ended", headers={"durable": "true", "receipt": r})
     col.wait_receipt(r)
-    time.sleep(0.3)
-    stomp_close(conn)
-    stomp_close(publisher)
-    srv.stop()
-    assert srv.proc.returncode == 0
-
-    srv = start(tmp_path)
+    srv = restart_after(srv, tmp_path, [conn, publisher], "messages=5", "durable_subscriptions=1")
     try:
-        assert any("store recovered" in line and "messages=5" in line and "durable_subscriptions=1" in line
-                   for line in srv.lines), srv.lines[-5:]
         back, bcol = connect(srv, headers={"client-id": client_id})
         for sub in ("ended", "kept"):
             back.subscribe(destination=topic, id=sub, ack="auto", headers={"durable": "true"})
