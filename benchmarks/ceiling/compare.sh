@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Ceiling comparison: the same load generator against minibroker (benchmarks/ceiling/minibroker.c) and
+# Ceiling comparison: the same load generator against minibroker (benchmarks/ceiling/*.c) and
 # against Starling, alternating, REPS runs each, then the medians side by side.
 #
 #   benchmarks/ceiling/compare.sh [options] [SCENARIO ...]
@@ -86,7 +86,7 @@ RESULTS="${RESULTS:-/tmp/ceiling-$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$RESULTS"
 MINI="$RESULTS/minibroker"
 log "building $MINI"
-cc -O2 -o "$MINI" "$HERE/minibroker.c" -lcrypto
+cc -O2 -o "$MINI" "$HERE"/*.c -lcrypto
 
 # ---------------------------------------------------------------------------------------- brokers
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true # both brokers and the load generator inherit this
