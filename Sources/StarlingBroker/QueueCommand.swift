@@ -12,6 +12,8 @@ public struct QueueEnqueue: Sendable {
     public var reply: QueueReply?
     /// Already in the store under this id (recovered at start, or a dead letter written with its removal).
     public var storeID: UInt64?
+    /// Collected by a durable subscription's binding; dropped if the subscription ended before it got in.
+    var viaBinding = false
 
     public init(destination: String, message: BrokerMessage, expiresAt: Int64?, reply: QueueReply?) {
         self.destination = destination

@@ -154,6 +154,10 @@ final class QueueHost: @unchecked Sendable {
     }
 
     private func enqueue(_ enqueue: QueueEnqueue) {
+        if enqueue.viaBinding, self.durableBindings[enqueue.destination] == nil {
+            // Posted by the binding before the subscription ended: its queue is gone and must stay gone.
+            return
+        }
         if TempQueueName.isTemporary(enqueue.destination), self.queues[enqueue.destination] == nil {
             // Only its owner creates a temporary queue (by consuming from it); once it is gone, replies are refused.
             if let reply = enqueue.reply {
@@ -391,7 +395,9 @@ final class QueueHost: @unchecked Sendable {
 
     /// Enqueues on this loop (a durable binding's queue is owned here), dispatching at the end of the hop.
     fileprivate func enqueueFromBinding(_ message: BrokerMessage, queue: String) {
-        self.post(.enqueue(QueueEnqueue(destination: queue, message: message, expiresAt: nil, reply: nil)), to: self.loop.index)
+        var enqueue = QueueEnqueue(destination: queue, message: message, expiresAt: nil, reply: nil)
+        enqueue.viaBinding = true
+        self.post(.enqueue(enqueue), to: self.loop.index)
     }
 
     // MARK: introspection (tests, admin)

@@ -13,6 +13,24 @@ struct QueueHostTests {
         for _ in 0..<6 { for loop in loops { loop.run() } }
     }
 
+    @Test("A topic message the binding collected just before the durable subscription ended does not bring its queue back")
+    func endedBindingDropsLateMessages() throws {
+        let loop = EmbeddedEventLoop()
+        let broker = Broker(eventLoops: [loop])
+        let queue = "/queue/durable.c1.s1"
+        broker.loops[0].bindDurable(queue: queue, pattern: "/topic/news", words: ["news"])
+        self.runAll([loop])
+        broker.loops[0].publish(self.message("/topic/news", "early"), words: ["news"])
+        self.runAll([loop])
+        #expect(broker.loops[0].queueStats(queue)?.ready == 1)
+        // The binding takes the next message in the same tick as the end of the subscription, so its enqueue is
+        // queued behind the unbind.
+        broker.loops[0].publish(self.message("/topic/news", "late"), words: ["news"])
+        broker.loops[0].unbindDurable(queue: queue)
+        self.runAll([loop])
+        #expect(broker.loops[0].queueStats(queue) == nil)
+    }
+
     @Test("A queue lives on one loop; producers and consumers on other loops reach it, and acks free credit")
     func crossLoop() {
         let loops = [EmbeddedEventLoop(), EmbeddedEventLoop()]
