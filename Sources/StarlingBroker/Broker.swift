@@ -59,7 +59,7 @@ public final class Broker: Sendable {
             let (mine, myBindings) = (messages[loop.index], bindings[loop.index])
             return loop.eventLoop.submit { loop.queueHost.restore(messages: mine, bindings: myBindings) }
         }
-        messages = []
+        messages = []  // the loops' shares are theirs alone now (no copy-on-write of a shared buffer)
         for future in restored { try await future.get() }
         // Dead letters and dispatches posted during the restore reach their loops before this returns.
         for loop in self.loops { try await loop.eventLoop.submit {}.get() }

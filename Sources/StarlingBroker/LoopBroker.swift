@@ -246,23 +246,17 @@ public final class LoopBroker: @unchecked Sendable {
     /// Flushes every sink marked dirty.
     func flushDirty() {
         guard !self.dirty.isEmpty else { return }
-        guard self.flushing.isEmpty else {
-            // Re-entered from a sink's flush: the spare is in use.
-            let dirty = self.dirty
-            self.dirty = []
-            for sink in dirty {
-                sink.needsFlush = false
-                sink.flushDeliveries()
-            }
-            return
-        }
-        // Swapped with a spare (a flush may mark sinks dirty again); both buffers keep their capacity.
-        swap(&self.dirty, &self.flushing)
-        for sink in self.flushing {
+        // The sinks are swapped out with the spare, so both buffers keep their capacity. A flush may mark sinks
+        // dirty again, or even flush them (re-entry): the spare is taken meanwhile, so that finds an empty one.
+        var sinks: [MessageSink] = []
+        swap(&sinks, &self.flushing)
+        swap(&sinks, &self.dirty)
+        for sink in sinks {
             sink.needsFlush = false
             sink.flushDeliveries()
         }
-        self.flushing.removeAll(keepingCapacity: true)
+        sinks.removeAll(keepingCapacity: true)
+        self.flushing = sinks
     }
 
     /// Recent idempotency keys, shared by every loop.

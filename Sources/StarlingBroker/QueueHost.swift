@@ -177,8 +177,8 @@ final class QueueHost: @unchecked Sendable {
         switch result {
         case .accepted(let deadLettered):
             if newlyStored, let storeID {
-                self.storeOperations.append(.insert(Self.stored(
-                    enqueue.message, queue: enqueue.destination, storeID: storeID, expiresAt: expiresAt,
+                self.storeOperations.append(.insert(StoredMessage(
+                    storeID: storeID, queue: enqueue.destination, message: enqueue.message, expiresAt: expiresAt,
                     deliveryCount: enqueue.deliveryCount
                 )))
                 if let reply = enqueue.reply {
@@ -198,10 +198,6 @@ final class QueueHost: @unchecked Sendable {
     /// Sent with `persistent:true` to a queue that is not temporary, and there is a store.
     private func isPersistent(_ message: BrokerMessage, in destination: String) -> Bool {
         self.store != nil && message.headers["persistent"] == "true" && !TempQueueName.isTemporary(destination)
-    }
-
-    static func stored(_ message: BrokerMessage, queue: String, storeID: UInt64, expiresAt: Int64?, deliveryCount: Int) -> StoredMessage {
-        StoredMessage(storeID: storeID, queue: queue, message: message, expiresAt: expiresAt, deliveryCount: deliveryCount)
     }
 
     // MARK: store
@@ -342,7 +338,7 @@ final class QueueHost: @unchecked Sendable {
             if let oldID = letter.message.storeID {
                 // Moved in one store batch: the copy in the dead-letter queue is written with the removal.
                 let newID = self.loop.broker.makeStoreID()
-                self.storeOperations.append(.insert(Self.stored(message, queue: target, storeID: newID, expiresAt: nil, deliveryCount: 0)))
+                self.storeOperations.append(.insert(StoredMessage(storeID: newID, queue: target, message: message, expiresAt: nil, deliveryCount: 0)))
                 self.storeOperations.append(.delete(storeID: oldID))
                 enqueue.storeID = newID
             }

@@ -287,21 +287,24 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
     }
 
     func sendReceipt(_ receipt: String?) {
-        guard let receipt, let transport = self.transport else { return }
+        guard let receipt else { return }
         // Encoded straight into one buffer (a persistent SEND gets one per message): no header list, no frame.
         var bytes = self.settings.allocator.buffer(capacity: 24 + receipt.utf8.count)
         bytes.writeStaticString("RECEIPT\n")
         STOMPFrameEncoder.writeHeader("receipt-id", receipt, to: &bytes, version: self.version)
         bytes.writeStaticString("\n\0")
-        transport.write(head: nil, body: bytes, isText: true)
-        self.wroteSinceTick = true
-        self.scheduleFlush()
+        self.writeEncoded(bytes, isText: true)
     }
 
     private func writeFrame(_ frame: STOMPFrame) {
-        guard let transport = self.transport else { return }
         let bytes = STOMPFrameEncoder.encode(frame, version: self.version, allocator: self.settings.allocator)
-        transport.write(head: nil, body: bytes, isText: UTF8Check.isValid(frame.body))
+        self.writeEncoded(bytes, isText: UTF8Check.isValid(frame.body))
+    }
+
+    /// Writes one encoded frame (not a delivery) and flushes it at the end of the loop tick.
+    private func writeEncoded(_ bytes: ByteBuffer, isText: Bool) {
+        guard let transport = self.transport else { return }
+        transport.write(head: nil, body: bytes, isText: isText)
         self.wroteSinceTick = true
         self.scheduleFlush()
     }
