@@ -19,18 +19,32 @@ public final class BrokerMessage: Sendable {
     private let shared11: ByteBuffer?
     private let shared10: ByteBuffer?
 
-    /// Headers a SEND carries that belong to the SEND itself and are not passed on in MESSAGE frames.
-    public static let sendOnlyHeaders: Set<String> = ["receipt", "transaction", "content-length", "destination", "message-id", "subscription", "ack"]
+    /// Headers a SEND carries that belong to the SEND itself and are not passed on in MESSAGE frames:
+    /// `receipt`, `transaction`, `content-length`, `destination`, `message-id`, `subscription`, `ack`.
+    /// A switch on the length first: this runs for every header of every published message, and hashing the name
+    /// for a set lookup cost more than the whole comparison.
+    public static func isSendOnly(_ name: String) -> Bool {
+        switch name.utf8.count {
+        case 3: name == "ack"
+        case 7: name == "receipt"
+        case 10: name == "message-id"
+        case 11: name == "transaction" || name == "destination"
+        case 12: name == "subscription"
+        case 14: name == "content-length"
+        default: false
+        }
+    }
 
     public init(destination: String, messageID: String, sendHeaders: STOMPHeaders, body: ByteBuffer, allocator: ByteBufferAllocator) {
         self.destination = destination
         self.messageID = messageID
         self.body = body
         var headers = STOMPHeaders()
+        headers.reserveCapacity(sendHeaders.count + 2)
         headers.add("destination", destination)
         headers.add("message-id", messageID)
         var needsVersionEscaping = Self.needsVersionSpecificEscaping(destination) || Self.needsVersionSpecificEscaping(messageID)
-        for (name, value) in sendHeaders where !Self.sendOnlyHeaders.contains(name) {
+        for (name, value) in sendHeaders where !Self.isSendOnly(name) {
             // Repeated headers: the first one wins (STOMP 1.2), so pass on only the first.
             if headers.contains(name) { continue }
             headers.add(name, value)

@@ -22,7 +22,7 @@ public struct STOMPHeaders: Sendable, Equatable, Sequence, ExpressibleByDictiona
 
     /// The value of the first header named `name`, or nil.
     public subscript(_ name: String) -> String? {
-        for entry in self.entries where entry.name == name {
+        for entry in self.entries where Self.same(entry.name, name) {
             return entry.value
         }
         return nil
@@ -56,7 +56,14 @@ public struct STOMPHeaders: Sendable, Equatable, Sequence, ExpressibleByDictiona
     }
 
     public func contains(_ name: String) -> Bool {
-        self.entries.contains { $0.name == name }
+        self.entries.contains { Self.same($0.name, name) }
+    }
+
+    /// Name equality with the length compared first: most names in a scan differ, and most differ in length,
+    /// which is cheaper to see than the full string comparison (a call into the runtime for unequal strings).
+    @inline(__always)
+    private static func same(_ lhs: String, _ rhs: String) -> Bool {
+        lhs.utf8.count == rhs.utf8.count && lhs == rhs
     }
 
     public var count: Int { self.entries.count }
@@ -69,7 +76,7 @@ public struct STOMPHeaders: Sendable, Equatable, Sequence, ExpressibleByDictiona
         self.entries.makeIterator()
     }
 
-    mutating func reserveCapacity(_ capacity: Int) {
+    public mutating func reserveCapacity(_ capacity: Int) {
         self.entries.reserveCapacity(capacity)
     }
 
