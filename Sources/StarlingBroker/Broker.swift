@@ -12,7 +12,7 @@ public final class Broker: Sendable {
     private let nextStoreID = ManagedAtomic<UInt64>(1)
 
     public init(
-        eventLoops: [any EventLoop], queuePolicies: QueuePolicies = QueuePolicies(),
+        eventLoops: [any EventLoop], queuePolicies: QueuePolicies = QueuePolicies(), roomPolicies: RoomPolicies = RoomPolicies(),
         idempotency: IdempotencyTable = IdempotencyTable(), store: MessageStore? = nil
     ) {
         precondition(!eventLoops.isEmpty)
@@ -21,7 +21,8 @@ public final class Broker: Sendable {
         self.store = store
         self.loops = eventLoops.enumerated().map {
             LoopBroker(
-                index: $0.offset, eventLoop: $0.element, loopCount: eventLoops.count, queuePolicies: queuePolicies, store: store
+                index: $0.offset, eventLoop: $0.element, loopCount: eventLoops.count, queuePolicies: queuePolicies,
+                roomPolicies: roomPolicies, store: store
             )
         }
         for loop in self.loops { loop.broker = self }

@@ -8,6 +8,11 @@ import StarlingSTOMP
 /// the body and the NUL, encoded once at publish time and written to every subscriber without copying.
 public final class BrokerMessage: Sendable {
     public let destination: String
+    /// What the loops route it by: the destination, except for feeds that share one (a presence feed's count-only
+    /// subscribers get their own route).
+    public let route: String
+    /// Position in its room's stream or its presence feed (`x-offset`); 0 for everything else.
+    public let offset: UInt64
     public let messageID: String
     public let headers: STOMPHeaders
     public let body: ByteBuffer
@@ -20,13 +25,15 @@ public final class BrokerMessage: Sendable {
     private let shared10: ByteBuffer?
 
     /// Headers a SEND carries that belong to the SEND itself and are not passed on in MESSAGE frames:
-    /// `receipt`, `transaction`, `content-length`, `destination`, `message-id`, `subscription`, `ack`.
+    /// `receipt`, `transaction`, `content-length`, `destination`, `message-id`, `subscription`, `ack`; and
+    /// `user-name`, which only the server sets (the sender's login), so clients cannot pose as someone else.
     /// A switch on the length first: this runs for every header of every published message, and hashing the name
     /// for a set lookup cost more than the whole comparison.
     public static func isSendOnly(_ name: String) -> Bool {
         switch name.utf8.count {
         case 3: name == "ack"
         case 7: name == "receipt"
+        case 9: name == "user-name"
         case 10: name == "message-id"
         case 11: name == "transaction" || name == "destination"
         case 12: name == "subscription"
@@ -35,15 +42,27 @@ public final class BrokerMessage: Sendable {
         }
     }
 
-    public init(destination: String, messageID: String, sendHeaders: STOMPHeaders, body: ByteBuffer, allocator: ByteBufferAllocator) {
+    /// `serverHeaders` follow `destination` and `message-id`; a SEND header of the same name is not passed on.
+    public init(
+        destination: String, messageID: String, sendHeaders: STOMPHeaders, body: ByteBuffer, allocator: ByteBufferAllocator,
+        serverHeaders: [(name: String, value: String)] = [], offset: UInt64 = 0, route: String? = nil
+    ) {
         self.destination = destination
+        self.route = route ?? destination
+        self.offset = offset
         self.messageID = messageID
         self.body = body
         var headers = STOMPHeaders()
-        headers.reserveCapacity(sendHeaders.count + 2)
+        headers.reserveCapacity(sendHeaders.count + serverHeaders.count + 2)
         headers.add("destination", destination)
         headers.add("message-id", messageID)
         var needsVersionEscaping = Self.needsVersionSpecificEscaping(destination) || Self.needsVersionSpecificEscaping(messageID)
+        for (name, value) in serverHeaders {
+            headers.add(name, value)
+            if !needsVersionEscaping {
+                needsVersionEscaping = Self.needsVersionSpecificEscaping(name) || Self.needsVersionSpecificEscaping(value)
+            }
+        }
         for (name, value) in sendHeaders where !Self.isSendOnly(name) {
             // Repeated headers: the first one wins (STOMP 1.2), so pass on only the first.
             if headers.contains(name) { continue }

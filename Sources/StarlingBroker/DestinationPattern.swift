@@ -37,18 +37,29 @@ public struct DestinationPattern: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
-/// The queue policies of the configuration: `[[policy]]` tables whose pattern matches a queue, first match wins,
-/// over the defaults (the top-level `queue-*` settings).
-public struct QueuePolicies: Sendable {
-    public var defaultPolicy: QueuePolicy
-    public var rules: [(pattern: DestinationPattern, policy: QueuePolicy)]
+/// Policies of the configuration for one kind of destination: `[[policy]]` tables whose pattern matches, first
+/// match wins, over the defaults (the top-level settings).
+public struct PolicyRules<Policy: Sendable>: Sendable {
+    public var defaultPolicy: Policy
+    public var rules: [(pattern: DestinationPattern, policy: Policy)]
 
-    public init(defaultPolicy: QueuePolicy = QueuePolicy(), rules: [(pattern: DestinationPattern, policy: QueuePolicy)] = []) {
+    public init(defaultPolicy: Policy, rules: [(pattern: DestinationPattern, policy: Policy)] = []) {
         self.defaultPolicy = defaultPolicy
         self.rules = rules
     }
 
-    public func policy(for destination: String) -> QueuePolicy {
+    public func policy(for destination: String) -> Policy {
         self.rules.first { $0.pattern.matches(destination) }?.policy ?? self.defaultPolicy
     }
+}
+
+public typealias QueuePolicies = PolicyRules<QueuePolicy>
+public typealias RoomPolicies = PolicyRules<RoomPolicy>
+
+extension PolicyRules where Policy == QueuePolicy {
+    public init() { self.init(defaultPolicy: QueuePolicy()) }
+}
+
+extension PolicyRules where Policy == RoomPolicy {
+    public init() { self.init(defaultPolicy: RoomPolicy()) }
 }

@@ -33,15 +33,21 @@ public final class LoopBroker: @unchecked Sendable {
     private var gathered: [BrokerMessage] = []
     /// The queues this loop owns, and queue traffic to and from other loops.
     private(set) var queueHost: QueueHost!
+    /// The rooms this loop owns.
+    private(set) var roomHost: RoomHost!
 
     /// Caches are dropped when they grow past this many destinations (bounded memory under many topics).
     static let cacheLimit = 8192
 
-    init(index: Int, eventLoop: any EventLoop, loopCount: Int, queuePolicies: QueuePolicies, store: MessageStore?) {
+    init(
+        index: Int, eventLoop: any EventLoop, loopCount: Int, queuePolicies: QueuePolicies, roomPolicies: RoomPolicies,
+        store: MessageStore?
+    ) {
         self.index = index
         self.eventLoop = eventLoop
         self.outbox = Array(repeating: [], count: loopCount)
         self.queueHost = QueueHost(loop: self, loopCount: loopCount, policies: queuePolicies, store: store)
+        self.roomHost = RoomHost(loop: self, policies: roomPolicies)
     }
 
     // MARK: connections
@@ -95,7 +101,7 @@ public final class LoopBroker: @unchecked Sendable {
     /// Queues `message` (to a destination whose words are `words`) for every loop with matching subscribers.
     public func publish(_ message: BrokerMessage, words: [Substring]) {
         self.eventLoop.assertInEventLoop()
-        var mask = self.interestedLoops(message.destination, words)
+        var mask = self.interestedLoops(message.route, words)
         guard mask != 0 else { return }
         while mask != 0 {
             let loop = mask.trailingZeroBitCount
@@ -150,8 +156,8 @@ public final class LoopBroker: @unchecked Sendable {
     /// batch order; the second pass writes each subscriber's messages in that order. So every subscriber still
     /// sees the batch in publish order, also across destinations (a wildcard subscription matching several).
     func deliver(_ batch: [BrokerMessage]) {
-        let first = batch.first?.destination
-        if let first, batch.allSatisfy({ $0.destination == first }) {
+        let first = batch.first?.route
+        if let first, batch.allSatisfy({ $0.route == first }) {
             // One destination (the common case of one hot topic): no bookkeeping needed.
             for subscription in self.localSubscribers(first) {
                 self.write(batch[...], to: subscription)
@@ -187,9 +193,9 @@ public final class LoopBroker: @unchecked Sendable {
         self.runTails.removeAll(keepingCapacity: true)
         var start = batch.startIndex
         while start < batch.endIndex {
-            let destination = batch[start].destination
+            let destination = batch[start].route
             var end = start + 1
-            while end < batch.endIndex, batch[end].destination == destination { end += 1 }
+            while end < batch.endIndex, batch[end].route == destination { end += 1 }
             for subscription in self.localSubscribers(destination) {
                 let link = self.runLinks.count
                 self.runLinks.append(RunLink(range: start..<end, next: -1))
@@ -211,12 +217,66 @@ public final class LoopBroker: @unchecked Sendable {
 
     /// Writes `messages` to one subscriber and marks its connection for the flush at the end of the batch.
     private func write(_ messages: ArraySlice<BrokerMessage>, to subscription: TopicSubscription) {
+        if let cursor = subscription.cursor {
+            self.writeStream(messages, to: subscription, cursor: cursor)
+            return
+        }
         let sink = subscription.sink
         sink.deliver(messages, to: subscription)
         if !sink.needsFlush {
             sink.needsFlush = true
             self.dirty.append(sink)
         }
+    }
+
+    /// `write` for a room or presence subscription: held until its snapshot is written, then only what is past it.
+    private func writeStream(_ messages: ArraySlice<BrokerMessage>, to subscription: TopicSubscription, cursor: StreamCursor) {
+        if cursor.held != nil {
+            cursor.held!.append(contentsOf: messages)
+            return
+        }
+        // A stream's messages come in offset order (one owning loop publishes them).
+        var fresh = messages
+        while let first = fresh.first, first.offset <= cursor.delivered { fresh = fresh.dropFirst() }
+        guard let last = fresh.last else { return }
+        cursor.delivered = last.offset
+        if cursor.markNotRecovered {
+            cursor.markNotRecovered = false
+            subscription.sink.deliver(fresh.prefix(1), to: subscription, marks: StreamCursor.notRecoveredMark)
+            fresh = fresh.dropFirst()
+        }
+        if !fresh.isEmpty { subscription.sink.deliver(fresh, to: subscription) }
+        self.markDirty(subscription.sink)
+    }
+
+    /// The snapshot of a room or presence subscription arrived from the room's loop: writes it, then what was held
+    /// meanwhile, then answers the SUBSCRIBE's receipt.
+    func deliverSnapshot(_ snapshot: StreamSnapshot) {
+        let subscription = snapshot.subscription
+        guard let cursor = subscription.cursor, cursor.isActive, let held = cursor.held else { return }
+        cursor.held = nil
+        cursor.delivered = snapshot.head
+        var messages = snapshot.messages[...]
+        if snapshot.notRecovered {
+            if messages.isEmpty {
+                cursor.markNotRecovered = true
+            } else {
+                let marks = snapshot.isHistory ? StreamCursor.historyNotRecoveredMark : StreamCursor.notRecoveredMark
+                subscription.sink.deliver(messages.prefix(1), to: subscription, marks: marks)
+                messages = messages.dropFirst()
+            }
+        }
+        if !messages.isEmpty {
+            if snapshot.isHistory {
+                subscription.sink.deliver(messages, to: subscription, marks: StreamCursor.historyMark)
+            } else {
+                subscription.sink.deliver(messages, to: subscription)
+            }
+        }
+        self.markDirty(subscription.sink)
+        if !held.isEmpty { self.writeStream(held[...], to: subscription, cursor: cursor) }
+        if let receipt = snapshot.receipt { subscription.sink.sendReceipt(receipt, headers: snapshot.receiptHeaders) }
+        self.flushDirty()
     }
 
     /// Marks `sink` as having unflushed writes, flushed by the next `flushDirty`.
@@ -332,6 +392,7 @@ public final class LoopBroker: @unchecked Sendable {
     /// The subscription-index words of a published destination (a topic, or a user's `/user/<login>/<rest>`).
     static func routingWords(_ destination: String, subscribing: Bool = false) -> [Substring]? {
         if let (login, rest) = UserDestination.sendTarget(destination) { return UserDestination.words(login: login, rest: rest) }
+        if let words = RoomName.routingWords(destination) { return words }
         return subscribing ? try? TopicName.patternWords(destination) : try? TopicName.publishWords(destination)
     }
 

@@ -58,4 +58,6 @@ enum QueueCommand: Sendable {
     case deliver(QueueSubscription, QueueDispatch)
     // To a producer's loop:
     case enqueued(QueueReply, refusal: String?)
+    /// Room traffic shares the queues' ordered hops (`RoomHost`).
+    case room(RoomCommand)
 }

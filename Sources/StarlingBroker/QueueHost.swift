@@ -146,6 +146,8 @@ final class QueueHost: @unchecked Sendable {
                 }
             case .enqueued(let reply, let refusal):
                 reply.sink.enqueueFinished(token: reply.token, refusal: refusal)
+            case .room(let command):
+                self.loop.roomHost.handle(command)
             }
         }
         self.dispatchDirtyQueues()
@@ -419,6 +421,11 @@ final class DurableBinding: MessageSink {
         for message in messages { self.host.enqueueFromBinding(message, queue: self.queue) }
     }
 
+    func deliver(_ messages: ArraySlice<BrokerMessage>, to subscription: TopicSubscription, marks: ByteBuffer) {
+        self.deliver(messages, to: subscription)
+    }
+
+    func sendReceipt(_ receipt: String, headers: [(name: String, value: String)]) {}
     func deliver(_ dispatch: QueueDispatch, to subscription: QueueSubscription) {}
     func enqueueFinished(token: UInt64, refusal: String?) {}
     func flushDeliveries() {}

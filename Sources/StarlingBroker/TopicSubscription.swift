@@ -21,6 +21,10 @@ public protocol MessageSink: ServerConnection {
     /// Writes one MESSAGE per message, in order, for `subscription` without flushing. The messages may be to
     /// several destinations (all matching the subscription's pattern).
     func deliver(_ messages: ArraySlice<BrokerMessage>, to subscription: TopicSubscription)
+    /// Like `deliver(_:to:)`, with `marks` (encoded header lines, e.g. `x-history:true\n`) in every MESSAGE.
+    func deliver(_ messages: ArraySlice<BrokerMessage>, to subscription: TopicSubscription, marks: ByteBuffer)
+    /// Sends RECEIPT `receipt` with extra headers (a room SUBSCRIBE's receipt, once its history was written).
+    func sendReceipt(_ receipt: String, headers: [(name: String, value: String)])
     /// Writes the MESSAGE of one queue delivery for `subscription` without flushing.
     func deliver(_ dispatch: QueueDispatch, to subscription: QueueSubscription)
     /// The outcome of an enqueue that asked for one (`QueueReply`): accepted, or refused with a reason.
@@ -39,6 +43,8 @@ public final class TopicSubscription: SubscriptionTrieValue {
     /// `MESSAGE\nsubscription:<id>\n`, the per-subscriber head of every MESSAGE, encoded once.
     public let head: ByteBuffer
     public var matchStamp: UInt64 = 0
+    /// Set for a room or presence subscription: where it is in its stream.
+    public var cursor: StreamCursor?
     /// The loop broker's bookkeeping while it delivers a batch (`LoopBroker.deliver`).
     var deliveryStamp: UInt64 = 0
     var deliverySlot = 0
@@ -60,4 +66,24 @@ public final class TopicSubscription: SubscriptionTrieValue {
         STOMPFrameEncoder.writeHeader("subscription", id, to: &head, version: version)
         return head
     }
+}
+
+/// Where a room or presence subscription is in its stream (docs/rooms.md). Live messages that arrive before the
+/// snapshot (history, or the presence state) was written are held; after it only messages past it pass. So the two
+/// neither overlap nor leave a gap, whichever of them reaches the subscriber's loop first.
+public final class StreamCursor {
+    /// Live messages that came before the snapshot; nil once it was written.
+    var held: [BrokerMessage]? = []
+    /// The offset of the last message written.
+    var delivered: UInt64 = 0
+    /// The next message written carries `x-recovered:false` (a resume that could not be honoured).
+    var markNotRecovered = false
+    /// False once unsubscribed: a snapshot arriving later is dropped.
+    public var isActive = true
+
+    public init() {}
+
+    static let historyMark = ByteBuffer(string: "x-history:true\n")
+    static let notRecoveredMark = ByteBuffer(string: "x-recovered:false\n")
+    static let historyNotRecoveredMark = ByteBuffer(string: "x-history:true\nx-recovered:false\n")
 }

@@ -45,6 +45,8 @@ extension ServerConfiguration {
         ("queue-max-length", "ready messages a queue holds at most (default 100000)"),
         ("queue-max-bytes", "body bytes of ready messages a queue holds at most (default 268435456)"),
         ("queue-overflow", "full queue: reject-publish (ERROR to the producer) | drop-head (oldest to the dead-letter queue) (default reject-publish)"),
+        ("room-history", "messages a room keeps for x-history and x-resume-from (default 100, 0 = none)"),
+        ("room-history-ttl-ms", "how long a room keeps a message, in ms (default 86400000 = 1 day, 0 = until pushed out)"),
         ("queue-ttl-ms", "time to live of queue messages without expires/ttl/expiration headers, in ms (default 0 = forever)"),
         ("queue-expired", "expired queue messages: dead-letter | drop (default dead-letter)"),
         ("dead-letter-suffix", "the dead-letter queue of /queue/x is /queue/x + this (default .dlq)"),
@@ -108,6 +110,10 @@ extension ServerConfiguration {
                 throw SettingError("queue-overflow: expected reject-publish or drop-head, got '\(value)'")
             }
             self.queues.overflow = overflow
+        case "room-history": self.rooms.history = try integer(0...1_000_000)
+        case "room-history-ttl-ms":
+            let ttl = try integer(0...(365 * 86_400_000))
+            self.rooms.historyTTL = ttl == 0 ? nil : Int64(ttl)
         case "queue-ttl-ms":
             let ttl = try integer(0...(365 * 86_400_000))
             self.queues.defaultTTL = ttl == 0 ? nil : Int64(ttl)
@@ -176,8 +182,10 @@ extension ServerConfiguration {
         "max-bytes": "queue-max-bytes", "overflow": "queue-overflow", "ttl-ms": "queue-ttl-ms",
         "expired": "queue-expired", "dead-letter-suffix": "dead-letter-suffix",
     ]
+    /// Keys of a `[[policy]]` table for `/room/` patterns, and the top-level setting each one overrides.
+    static let roomPolicyKeys: [String: String] = ["history": "room-history", "history-ttl-ms": "room-history-ttl-ms"]
     /// Policy keys of DESIGN.md for features still being built: named in the error instead of "unknown".
-    static let laterPolicyKeys: Set<String> = ["last-value", "slow-consumer", "max-rate", "history", "persistent"]
+    static let laterPolicyKeys: Set<String> = ["last-value", "slow-consumer", "max-rate", "persistent"]
 
     /// Adds one `[[policy]]` table: `match` (a destination pattern) and the settings it overrides. First match wins,
     /// in file order; a queue not matched by any table follows the top-level `queue-*` settings.
@@ -190,11 +198,14 @@ extension ServerConfiguration {
         }
         var scratch = ServerConfiguration()
         scratch.queues = self.queues
+        scratch.rooms = self.rooms
         var ignored = Logger.Level.info
         for entry in table.entries where entry.key != "match" {
-            if let setting = Self.queuePolicyKeys[entry.key] {
-                guard match.value.hasPrefix(QueueName.prefix) else {
-                    throw SettingError("\(entry.location): '\(entry.key)' applies to /queue/ patterns, not '\(match.value)'")
+            let queueSetting = Self.queuePolicyKeys[entry.key]
+            if let setting = queueSetting ?? Self.roomPolicyKeys[entry.key] {
+                let prefix = queueSetting != nil ? QueueName.prefix : RoomName.roomPrefix
+                guard match.value.hasPrefix(prefix) else {
+                    throw SettingError("\(entry.location): '\(entry.key)' applies to \(prefix) patterns, not '\(match.value)'")
                 }
                 do {
                     try scratch.apply(setting, entry.value, logLevel: &ignored)
@@ -207,7 +218,11 @@ extension ServerConfiguration {
                 throw SettingError("\(entry.location): unknown policy key '\(entry.key)'")
             }
         }
-        self.queuePolicyRules.append((pattern, scratch.queues))
+        if match.value.hasPrefix(RoomName.roomPrefix) {
+            self.roomPolicyRules.append((pattern, scratch.rooms))
+        } else {
+            self.queuePolicyRules.append((pattern, scratch.queues))
+        }
     }
 }
 

@@ -38,6 +38,10 @@ public struct ServerConfiguration: Sendable {
     public var queues = QueuePolicy()
     /// `[[policy]]` tables for queues, first match wins.
     public var queuePolicyRules: [(pattern: DestinationPattern, policy: QueuePolicy)] = []
+    /// How a `/room/` keeps history when no `[[policy]]` table matches it (the top-level `room-*` settings).
+    public var rooms = RoomPolicy()
+    /// `[[policy]]` tables for rooms, first match wins.
+    public var roomPolicyRules: [(pattern: DestinationPattern, policy: RoomPolicy)] = []
     /// How long, and for how many keys, SEND `idempotency-key`s are remembered.
     public var idempotencyWindowMilliseconds = 300_000
     public var idempotencyMaxKeys = 100_000

@@ -58,6 +58,7 @@ public final class StarlingServer: Service, Sendable {
         self.broker = Broker(
             eventLoops: self.group.makeIterator().map { $0 },
             queuePolicies: QueuePolicies(defaultPolicy: configuration.queues, rules: configuration.queuePolicyRules),
+            roomPolicies: RoomPolicies(defaultPolicy: configuration.rooms, rules: configuration.roomPolicyRules),
             idempotency: IdempotencyTable(
                 windowMilliseconds: Int64(configuration.idempotencyWindowMilliseconds), capacity: configuration.idempotencyMaxKeys
             ),

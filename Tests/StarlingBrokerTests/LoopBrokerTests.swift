@@ -22,6 +22,21 @@ final class RecordingSink: MessageSink {
         }
     }
 
+    func deliver(_ messages: ArraySlice<BrokerMessage>, to subscription: TopicSubscription, marks: ByteBuffer) {
+        self.deliverCalls += 1
+        for message in messages {
+            var frame = subscription.head
+            frame.writeImmutableBuffer(marks)
+            var shared = message.shared
+            frame.writeBuffer(&shared)
+            self.delivered.append((subscription.id, message.messageID, String(buffer: frame)))
+        }
+    }
+
+    var receipts: [(receipt: String, headers: [(name: String, value: String)])] = []
+
+    func sendReceipt(_ receipt: String, headers: [(name: String, value: String)]) { self.receipts.append((receipt, headers)) }
+
     var queueDeliveries: [(subscription: String, tag: UInt64, messageID: String, deliveryCount: Int)] = []
     var enqueueOutcomes: [(token: UInt64, refusal: String?)] = []
 

@@ -175,7 +175,7 @@ struct SessionStateMachineTests {
         #expect(message.contains("prefetch-count"))
     }
 
-    @Test("SEND publishes to topics and refuses wildcards, unknown and unsupported destinations.")
+    @Test("SEND publishes to topics and refuses wildcards, bad room names and unknown destinations.")
     func send() {
         var machine = self.connected()
         let action = machine.receive(STOMPFrame(.send, headers: ["destination": "/topic/a.b"], body: ByteBuffer(string: "x")))
@@ -184,7 +184,7 @@ struct SessionStateMachineTests {
             return
         }
         #expect(publish.destination == "/topic/a.b")
-        for destination in ["/topic/a.*", "/queue/", "/queue/a*", "/temp-queue/", "/user/alice", "/room/x", "/elsewhere", "/topic/", "/topic/a\u{1}"] {
+        for destination in ["/topic/a.*", "/queue/", "/queue/a*", "/temp-queue/", "/user/alice", "/room/", "/room/a*b", "/presence/a/b", "/elsewhere", "/topic/", "/topic/a\u{1}"] {
             var fresh = self.connected()
             guard case .error(let message, _, _) = fresh.receive(self.frame(.send, [("destination", destination)])) else {
                 Issue.record("expected ERROR for \(destination)")
@@ -248,6 +248,27 @@ struct SessionStateMachineTests {
         guard case .error = other.receive(self.frame(.message, [("destination", "/topic/a")])) else {
             Issue.record("expected ERROR")
             return
+        }
+    }
+}
+
+@Suite("SessionStateMachine rooms")
+struct SessionStateMachineRoomTests {
+    @Test("A room SUBSCRIBE carries its options; bad x-history, x-resume-from and x-presence-mode are errors.")
+    func roomOptions() throws {
+        let options = try SessionStateMachine.roomOptions(
+            ["x-presence-status": "away", "x-presence-status": "ignored", "x-history": "20", "x-resume-from": "ab12:7", "x-presence-": "x"],
+            presence: false
+        ).get()
+        #expect(options.meta == ["status": "away"])
+        #expect(options.history == 20)
+        #expect(options.resumeEpoch == "ab12" && options.resumeOffset == 7)
+        #expect(try SessionStateMachine.roomOptions(["x-presence-mode": "count"], presence: true).get().countOnly)
+        for headers: STOMPHeaders in [["x-history": "-1"], ["x-history": "many"], ["x-resume-from": "7"], ["x-resume-from": ":7"], ["x-resume-from": "e:x"]] {
+            #expect(throws: SessionStateMachine.SettingProblem.self) { try SessionStateMachine.roomOptions(headers, presence: false).get() }
+        }
+        #expect(throws: SessionStateMachine.SettingProblem.self) {
+            try SessionStateMachine.roomOptions(["x-presence-mode": "everything"], presence: true).get()
         }
     }
 }

@@ -105,7 +105,9 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
             self.clientID = clientID
             self.writeFrame(frame)
             self.startHeartbeats(heartbeat)
-        case .subscribe(let id, let destination, let ackMode, let prefetch, let durable, let receipt):
+        case .subscribe(let id, let destination, let ackMode, _, _, let room?, let receipt):
+            self.subscribeRoom(id: id, destination: destination, ackMode: ackMode, options: room, receipt: receipt)
+        case .subscribe(let id, let destination, let ackMode, let prefetch, let durable, nil, let receipt):
             guard self.subscribe(id: id, destination: destination, ackMode: ackMode, prefetch: prefetch, durable: durable, receipt: receipt)
             else { return }
             self.sendReceipt(receipt)
@@ -113,6 +115,7 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
             if let subscription = self.subscriptions.removeValue(forKey: id) {
                 if subscription.ackMode != .auto { self.clientAckTopicSubscriptions -= 1 }
                 self.loop.unsubscribe(subscription)
+                if subscription.cursor != nil { self.leaveRoom(subscription) }
             } else {
                 self.unsubscribeQueue(id: id, endDurable: durable)
             }
@@ -160,7 +163,9 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
         // Topic SENDs need no queue bookkeeping (and no `QueueState` allocated for it).
         let touchesQueues = work.contains { item in
             guard case .publish(let publish) = item else { return true }
+            // A presence update may be refused (not in the room), so it needs a token like a queue SEND.
             return publish.destination.hasPrefix(QueueName.prefix) || publish.destination.hasPrefix(TempQueueName.prefix)
+                || publish.destination.hasPrefix(RoomName.presencePrefix)
         }
         guard touchesQueues else {
             for item in work {
@@ -186,6 +191,10 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
     }
 
     private func publish(_ publish: SessionStateMachine.Publish, token: UInt64, wantsReceipt: Bool) {
+        if publish.destination.hasPrefix(RoomName.presencePrefix) {
+            self.updatePresence(publish, token: token, wantsReceipt: wantsReceipt)
+            return
+        }
         var destination = publish.destination
         if destination.hasPrefix(TempQueueName.prefix) {
             destination = TempQueueName.queue(session: self.sessionID, name: destination.dropFirst(TempQueueName.prefix.count))
@@ -201,12 +210,16 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
             if destination.hasPrefix(QueueName.prefix) { self.queue.idempotencyKeys[token, default: []].append((destination, key)) }
         }
         self.messageCounter &+= 1
+        let messageID = "\(self.sessionID)-\(self.messageCounter)"
+        if destination.hasPrefix(RoomName.roomPrefix) {
+            self.publishToRoom(SessionStateMachine.Publish(destination: destination, headers: headers, body: publish.body), messageID: messageID)
+            return
+        }
+        // `user-name` is the server's to set (the sender's login): one sent by the client is never passed on.
+        let userHeaders: [(name: String, value: String)] = if let login = self.login, !login.isEmpty { [("user-name", login)] } else { [] }
         let message = BrokerMessage(
-            destination: destination,
-            messageID: "\(self.sessionID)-\(self.messageCounter)",
-            sendHeaders: headers,
-            body: publish.body,
-            allocator: self.settings.allocator
+            destination: destination, messageID: messageID, sendHeaders: headers, body: publish.body,
+            allocator: self.settings.allocator, serverHeaders: userHeaders
         )
         if destination.hasPrefix(QueueName.prefix) {
             let reply = QueueReply(loopIndex: self.loop.index, sink: self, token: token, wantsSuccess: wantsReceipt)
@@ -288,10 +301,15 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
 
     func sendReceipt(_ receipt: String?) {
         guard let receipt else { return }
+        self.sendReceipt(receipt, headers: [])
+    }
+
+    func sendReceipt(_ receipt: String, headers: [(name: String, value: String)]) {
         // Encoded straight into one buffer (a persistent SEND gets one per message): no header list, no frame.
         var bytes = self.settings.allocator.buffer(capacity: 24 + receipt.utf8.count)
         bytes.writeStaticString("RECEIPT\n")
         STOMPFrameEncoder.writeHeader("receipt-id", receipt, to: &bytes, version: self.version)
+        for (name, value) in headers { STOMPFrameEncoder.writeHeader(name, value, to: &bytes, version: self.version) }
         bytes.writeStaticString("\n\0")
         self.writeEncoded(bytes, isText: true)
     }
@@ -329,6 +347,20 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
                 STOMPFrameEncoder.writeHeader("ack", message.messageID, to: &head, version: version)
                 transport.write(head: head, body: message.shared(for: version), isText: message.isUTF8)
             }
+        }
+        self.wroteSinceTick = true
+    }
+
+    func deliver(_ messages: ArraySlice<BrokerMessage>, to subscription: TopicSubscription, marks: ByteBuffer) {
+        guard !self.closed, let transport = self.transport else { return }
+        let version = self.version
+        for message in messages {
+            var head = subscription.head
+            head.writeImmutableBuffer(marks)
+            if subscription.ackMode != .auto {
+                STOMPFrameEncoder.writeHeader("ack", message.messageID, to: &head, version: version)
+            }
+            transport.write(head: head, body: message.shared(for: version), isText: message.isUTF8)
         }
         self.wroteSinceTick = true
     }
@@ -377,7 +409,10 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
     func transportClosed() {
         self.closed = true
         self.clock.remove(self)
-        for subscription in self.subscriptions.values { self.loop.unsubscribe(subscription) }
+        for subscription in self.subscriptions.values {
+            self.loop.unsubscribe(subscription)
+            if subscription.cursor != nil { self.leaveRoom(subscription) }
+        }
         self.subscriptions.removeAll()
         // Unacknowledged queue messages (and `auto` ones not yet settled) go back to their queues.
         for consumer in self.queue.consumers.values { self.loop.unsubscribeQueue(consumer.subscription) }

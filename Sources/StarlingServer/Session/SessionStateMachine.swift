@@ -32,6 +32,19 @@ struct SessionStateMachine {
         var receive: Int
     }
 
+    /// What a SUBSCRIBE to `/room/` or `/presence/` asks for (docs/rooms.md).
+    struct RoomOptions: Equatable {
+        /// `x-presence-<key>` headers, without the prefix.
+        var meta: [String: String] = [:]
+        /// `x-history`.
+        var history: Int?
+        /// `x-resume-from:<epoch>:<offset>`.
+        var resumeEpoch: String?
+        var resumeOffset: UInt64 = 0
+        /// `x-presence-mode:count` on a presence SUBSCRIBE.
+        var countOnly = false
+    }
+
     struct Publish: Equatable {
         var destination: String
         var headers: STOMPHeaders
@@ -59,7 +72,11 @@ struct SessionStateMachine {
         case connected(STOMPFrame, version: STOMPVersion, heartbeat: NegotiatedHeartbeat, login: String? = nil, clientID: String? = nil)
         /// `prefetch`: the SUBSCRIBE's `prefetch-count` (or `activemq.prefetchSize`), for queues.
         /// `durable`: `durable:true` or `persistent:true` on a topic SUBSCRIBE (the subscription outlives the connection).
-        case subscribe(id: String, destination: String, ackMode: AckMode, prefetch: Int?, durable: Bool = false, receipt: String?)
+        /// `room`: the room options of a `/room/` or `/presence/` SUBSCRIBE.
+        case subscribe(
+            id: String, destination: String, ackMode: AckMode, prefetch: Int?, durable: Bool = false, room: RoomOptions? = nil,
+            receipt: String?
+        )
         /// `durable`: the UNSUBSCRIBE also ends a durable subscription (otherwise it keeps collecting messages).
         case unsubscribe(id: String, durable: Bool = false, receipt: String?)
         /// Carry out in order (a SEND, an ACK/NACK, or a COMMIT's frames), then answer the receipt if any.
@@ -273,8 +290,17 @@ struct SessionStateMachine {
         guard self.subscriptions.count < self.configuration.maxSubscriptions else {
             return self.fail("too many subscriptions on this connection (limit \(self.configuration.maxSubscriptions))", receipt: receipt)
         }
+        var room: RoomOptions?
+        if RoomName.name(of: destination) != nil {
+            switch Self.roomOptions(frame.headers, presence: destination.hasPrefix(RoomName.presencePrefix)) {
+            case .success(let options): room = options
+            case .failure(let problem): return self.fail(problem.description, receipt: receipt)
+            }
+        }
         self.subscriptions[id] = destination
-        return .subscribe(id: id, destination: destination, ackMode: ackMode, prefetch: prefetch, durable: durable, receipt: receipt)
+        return .subscribe(
+            id: id, destination: destination, ackMode: ackMode, prefetch: prefetch, durable: durable, room: room, receipt: receipt
+        )
     }
 
     private mutating func unsubscribe(_ frame: STOMPFrame, version: STOMPVersion, receipt: String?) -> Action {
@@ -285,6 +311,44 @@ struct SessionStateMachine {
             return self.fail("no subscription with id '\(id)' on this connection", receipt: receipt)
         }
         return .unsubscribe(id: id, durable: Self.isDurable(frame.headers), receipt: receipt)
+    }
+
+    /// The room options of a room or presence SUBSCRIBE's headers.
+    static func roomOptions(_ headers: STOMPHeaders, presence: Bool) -> Result<RoomOptions, SettingProblem> {
+        var options = RoomOptions()
+        if presence {
+            if let mode = headers["x-presence-mode"] {
+                guard mode == "count" || mode == "members" else {
+                    return .failure(SettingProblem("invalid x-presence-mode '\(mode)': expected members or count"))
+                }
+                options.countOnly = mode == "count"
+            }
+            return .success(options)
+        }
+        for (name, value) in headers where name.hasPrefix("x-presence-") && name.utf8.count > 11 {
+            let key = String(name.dropFirst(11))
+            if options.meta[key] == nil { options.meta[key] = value }
+        }
+        if let value = headers["x-history"] {
+            guard let count = Int(value), count >= 0 else {
+                return .failure(SettingProblem("invalid x-history '\(value)': expected a non-negative number of messages"))
+            }
+            options.history = count
+        }
+        if let value = headers["x-resume-from"] {
+            let parts = value.split(separator: ":", omittingEmptySubsequences: false)
+            guard parts.count == 2, !parts[0].isEmpty, let offset = UInt64(parts[1]) else {
+                return .failure(SettingProblem("invalid x-resume-from '\(value)': expected <epoch>:<offset> from the last MESSAGE seen"))
+            }
+            options.resumeEpoch = String(parts[0])
+            options.resumeOffset = offset
+        }
+        return .success(options)
+    }
+
+    struct SettingProblem: Error, Equatable, CustomStringConvertible {
+        var description: String
+        init(_ description: String) { self.description = description }
     }
 
     /// `durable:true` (ActiveMQ) or `persistent:true` (RabbitMQ).
@@ -369,10 +433,10 @@ struct SessionStateMachine {
         if destination.hasPrefix(UserDestination.prefix) {
             return UserDestination.problem(destination, publishing: publishing).map { "destination '\(destination)': \($0)" }
         }
-        for prefix in ["/room/", "/presence/"] where destination.hasPrefix(prefix) {
-            return "destination '\(destination)': \(prefix) destinations are not supported yet"
+        if RoomName.name(of: destination) != nil {
+            return RoomName.problem(destination).map { "destination '\(destination)': \($0)" }
         }
-        return "unknown destination '\(destination)': destinations start with /topic/, /queue/, /temp-queue/ or /user/"
+        return "unknown destination '\(destination)': destinations start with /topic/, /queue/, /temp-queue/, /user/, /room/ or /presence/"
     }
 }
 

@@ -1,0 +1,234 @@
+/// One room's state on its owning loop (docs/rooms.md): its stream of messages (offsets, epoch, the kept history)
+/// and its members. Pure bookkeeping; `RoomHost` does the messaging around it.
+final class Room {
+    let name: String
+    /// Identifies this stream: offsets are comparable only within one epoch.
+    let epoch: String
+    let policy: RoomPolicy
+    /// The offset of the newest message (0: none yet).
+    private(set) var lastOffset: UInt64 = 0
+    private var history = HistoryRing()
+    /// Members by user, and which user each connection (session and subscription) belongs to.
+    private(set) var members: [String: Member] = [:]
+    private var users: [ConnectionKey: String] = [:]
+    /// A count-only presence subscriber has asked: count changes are published (at most once per second).
+    var countFeedActive = false
+    var lastPublishedCount = -1
+    var countPublishScheduled = false
+
+    struct ConnectionKey: Hashable {
+        var session: String
+        var subscription: String
+    }
+
+    struct Member {
+        /// Each connection's metadata.
+        var connections: [ConnectionKey: [String: String]] = [:]
+        /// The metadata of the most recent join or update.
+        var meta: [String: String] = [:]
+    }
+
+    /// What a membership change means for the presence feed.
+    enum PresenceChange: Equatable {
+        case join(user: String)
+        case leave(user: String)
+        case update(user: String)
+    }
+
+    init(name: String, epoch: String, policy: RoomPolicy) {
+        self.name = name
+        self.epoch = epoch
+        self.policy = policy
+    }
+
+    /// True when the room holds nothing worth keeping: no member and no kept message.
+    var isEmpty: Bool { self.members.isEmpty && self.history.isEmpty }
+
+    // MARK: stream
+
+    /// The offset the next message gets.
+    func nextOffset() -> UInt64 {
+        self.lastOffset += 1
+        return self.lastOffset
+    }
+
+    /// Keeps `message` (whose offset is `lastOffset`) for history and resume.
+    func keep(_ message: BrokerMessage, now: Int64) {
+        guard self.policy.history > 0 else { return }
+        self.history.append(message, at: now, capacity: self.policy.history)
+    }
+
+    /// Drops kept messages older than the policy's TTL.
+    func expire(now: Int64) {
+        guard let ttl = self.policy.historyTTL, ttl > 0 else { return }
+        self.history.dropOlder(than: now - ttl)
+    }
+
+    /// The last `count` kept messages, oldest first.
+    func last(_ count: Int) -> [BrokerMessage] {
+        self.history.last(count)
+    }
+
+    /// Every message after `offset` of stream `epoch`, oldest first; nil when some of them are no longer kept (or
+    /// the epoch is another one, or the offset is in the future): the client cannot be brought up to date.
+    func messages(after offset: UInt64, epoch: String) -> [BrokerMessage]? {
+        guard epoch == self.epoch, offset <= self.lastOffset else { return nil }
+        let missed = Int(self.lastOffset - offset)
+        guard missed <= self.history.count else { return nil }
+        return self.history.last(missed)
+    }
+
+    // MARK: members
+
+    /// A connection joins as `user` with `meta`. Returns `.join` when it is the user's first connection.
+    func join(_ key: ConnectionKey, user: String, meta: [String: String]) -> PresenceChange? {
+        if let previous = self.users[key], previous != user { _ = self.leave(key) }
+        self.users[key] = user
+        let isNew = self.members[user] == nil
+        self.members[user, default: Member()].connections[key] = meta
+        self.members[user]!.meta = meta
+        return isNew ? .join(user: user) : nil
+    }
+
+    /// A connection leaves. Returns `.leave` when it was its user's last one.
+    func leave(_ key: ConnectionKey) -> PresenceChange? {
+        guard let user = self.users.removeValue(forKey: key), var member = self.members[user] else { return nil }
+        member.connections[key] = nil
+        if member.connections.isEmpty {
+            self.members[user] = nil
+            return .leave(user: user)
+        }
+        self.members[user] = member
+        return nil
+    }
+
+    /// Merges `changes` (an empty value removes the key) into the metadata of every connection of `session`.
+    /// Returns the users updated (empty when the session is not in the room).
+    func update(session: String, changes: [(key: String, value: String)]) -> [String] {
+        var updated: [String] = []
+        for (key, user) in self.users where key.session == session {
+            guard var member = self.members[user], var meta = member.connections[key] else { continue }
+            for (name, value) in changes {
+                meta[name] = value.isEmpty ? nil : value
+            }
+            member.connections[key] = meta
+            member.meta = meta
+            self.members[user] = member
+            if !updated.contains(user) { updated.append(user) }
+        }
+        return updated
+    }
+
+    // MARK: presence JSON
+
+    /// `{"count":N,"members":{...}}`, or `{"count":N}` for count-only subscribers.
+    func stateJSON(countOnly: Bool) -> String {
+        guard !countOnly else { return "{\"count\":\(self.members.count)}" }
+        var json = "{\"count\":\(self.members.count),\"members\":{"
+        for (index, user) in self.members.keys.sorted().enumerated() {
+            if index > 0 { json += "," }
+            self.appendMember(user, to: &json)
+        }
+        return json + "}}"
+    }
+
+    /// `{"count":N,"joins":{...},"leaves":{...},"updates":{...}}` for one change.
+    func diffJSON(_ change: PresenceChange) -> String {
+        var joins = "", leaves = "", updates = ""
+        switch change {
+        case .join(let user): self.appendMember(user, to: &joins)
+        case .leave(let user): leaves = JSON.string(user) + ":{\"connections\":0,\"meta\":{}}"
+        case .update(let user): self.appendMember(user, to: &updates)
+        }
+        return "{\"count\":\(self.members.count),\"joins\":{\(joins)},\"leaves\":{\(leaves)},\"updates\":{\(updates)}}"
+    }
+
+    private func appendMember(_ user: String, to json: inout String) {
+        let member = self.members[user] ?? Member()
+        json += JSON.string(user) + ":{\"connections\":\(member.connections.count),\"meta\":" + JSON.object(member.meta) + "}"
+    }
+}
+
+/// The kept messages of a room: a ring of at most `capacity`, with the time each was kept.
+struct HistoryRing {
+    private var messages: [BrokerMessage] = []
+    private var times: [Int64] = []
+    /// Index of the oldest entry once the ring is full.
+    private var start = 0
+
+    var count: Int { self.messages.count }
+    var isEmpty: Bool { self.messages.isEmpty }
+
+    mutating func append(_ message: BrokerMessage, at time: Int64, capacity: Int) {
+        if self.messages.count > capacity { self.shrink(to: capacity) }
+        if self.messages.count < capacity {
+            self.messages.append(message)
+            self.times.append(time)
+        } else {
+            self.messages[self.start] = message
+            self.times[self.start] = time
+            self.start = (self.start + 1) % capacity
+        }
+    }
+
+    /// The newest `count` entries (or all), oldest first.
+    func last(_ count: Int) -> [BrokerMessage] {
+        let take = min(max(count, 0), self.messages.count)
+        var result: [BrokerMessage] = []
+        result.reserveCapacity(take)
+        let total = self.messages.count
+        for position in (total - take)..<total {
+            result.append(self.messages[(self.start + position) % total])
+        }
+        return result
+    }
+
+    /// Drops entries kept before `time`.
+    mutating func dropOlder(than time: Int64) {
+        guard let oldest = self.times.indices.first.map({ self.times[(self.start + $0) % self.times.count] }), oldest < time else {
+            return
+        }
+        let ordered = self.orderedIndices()
+        let keep = ordered.filter { self.times[$0] >= time }
+        self.messages = keep.map { self.messages[$0] }
+        self.times = keep.map { self.times[$0] }
+        self.start = 0
+    }
+
+    private mutating func shrink(to capacity: Int) {
+        let ordered = self.orderedIndices().suffix(capacity)
+        self.messages = ordered.map { self.messages[$0] }
+        self.times = ordered.map { self.times[$0] }
+        self.start = 0
+    }
+
+    private func orderedIndices() -> [Int] {
+        (0..<self.messages.count).map { (self.start + $0) % self.messages.count }
+    }
+}
+
+/// Just enough JSON writing for presence bodies.
+enum JSON {
+    static func string(_ text: String) -> String {
+        var out = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case _ where scalar.value < 0x20:
+                let hex = String(scalar.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out + "\""
+    }
+
+    /// An object of string values, keys sorted.
+    static func object(_ values: [String: String]) -> String {
+        "{" + values.keys.sorted().map { Self.string($0) + ":" + Self.string(values[$0]!) }.joined(separator: ",") + "}"
+    }
+}

@@ -1,0 +1,81 @@
+/// `/room/<name>` and `/presence/<name>` destinations (docs/rooms.md), and how the loops route them.
+///
+/// Room traffic goes through the topic index under words no topic can have (the first word holds a NUL, which
+/// topic names may not contain), so rooms reuse the per-loop fan-out of topics.
+public enum RoomName {
+    public static let roomPrefix = "/room/"
+    public static let presencePrefix = "/presence/"
+    /// The route of a presence feed's count-only subscribers (not a destination a client can name).
+    static let countPrefix = "/presence-count/"
+    public static let maxNameLength = 200
+
+    /// `<name>` of `/room/<name>` or `/presence/<name>`, nil for other destinations.
+    public static func name(of destination: String) -> Substring? {
+        if destination.hasPrefix(Self.roomPrefix) { return destination.dropFirst(Self.roomPrefix.count) }
+        if destination.hasPrefix(Self.presencePrefix) { return destination.dropFirst(Self.presencePrefix.count) }
+        return nil
+    }
+
+    /// Why `destination` is not a usable room or presence destination, or nil.
+    public static func problem(_ destination: String) -> String? {
+        guard let name = Self.name(of: destination) else { return "not a /room/ or /presence/ destination" }
+        if name.isEmpty { return "the room name is empty" }
+        if name.utf8.count > Self.maxNameLength { return "the room name is longer than \(Self.maxNameLength) bytes" }
+        for byte in name.utf8 {
+            if byte < 0x20 || byte == 0x7F { return "the room name contains a control character" }
+            if byte == UInt8(ascii: "/") { return "the room name contains '/'" }
+            if byte == UInt8(ascii: "*") || byte == UInt8(ascii: "#") {
+                return "the room name contains a wildcard ('*' or '#'); rooms are joined by exact name"
+            }
+        }
+        return nil
+    }
+
+    public enum Feed: Sendable {
+        case room, presence, presenceCount
+
+        var prefix: String {
+            switch self {
+            case .room: RoomName.roomPrefix
+            case .presence: RoomName.presencePrefix
+            case .presenceCount: RoomName.countPrefix
+            }
+        }
+
+        var marker: Substring {
+            switch self {
+            case .room: "\u{0}room"
+            case .presence: "\u{0}presence"
+            case .presenceCount: "\u{0}presence-count"
+            }
+        }
+    }
+
+    /// The subscription-index words of a room's feed.
+    public static func words(_ feed: Feed, room: Substring) -> [Substring] {
+        [feed.marker, room]
+    }
+
+    /// The route (see `BrokerMessage.route`) of a room's feed.
+    public static func route(_ feed: Feed, room: Substring) -> String {
+        feed.prefix + room
+    }
+
+    /// The index words of a route made by `route(_:room:)`, nil for other routes.
+    static func routingWords(_ route: String) -> [Substring]? {
+        for feed in [Feed.room, .presence, .presenceCount] where route.hasPrefix(feed.prefix) {
+            return Self.words(feed, room: route.dropFirst(feed.prefix.count))
+        }
+        return nil
+    }
+}
+
+/// How a room keeps its history (a `[[policy]]` table matching `/room/...`).
+public struct RoomPolicy: Sendable, Equatable {
+    /// Messages kept for `x-history` and `x-resume-from`.
+    public var history = 100
+    /// How long a kept message stays (ms); nil = until newer ones push it out.
+    public var historyTTL: Int64? = 86_400_000
+
+    public init() {}
+}
