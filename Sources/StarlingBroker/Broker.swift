@@ -55,10 +55,15 @@ public final class Broker: Sendable {
         let router = self.loops[0]
         for message in contents.messages { messages[router.queueOwner(message.queue)].append(message) }
         for binding in contents.bindings { bindings[router.queueOwner(binding.queue)].append(binding) }
+        var roomMessages = Array(repeating: [StoredRoomMessage](), count: self.loops.count)
+        for stored in contents.roomMessages { roomMessages[router.roomHost.owner(of: stored.room)].append(stored) }
         // Every loop restores its share at the same time.
         let restored = self.loops.map { loop in
-            let (mine, myBindings) = (messages[loop.index], bindings[loop.index])
-            return loop.eventLoop.submit { loop.queueHost.restore(messages: mine, bindings: myBindings) }
+            let (mine, myBindings, myRooms) = (messages[loop.index], bindings[loop.index], roomMessages[loop.index])
+            return loop.eventLoop.submit {
+                loop.queueHost.restore(messages: mine, bindings: myBindings)
+                loop.roomHost.restore(myRooms)
+            }
         }
         messages = []  // the loops' shares are theirs alone now (no copy-on-write of a shared buffer)
         for future in restored { try await future.get() }

@@ -36,6 +36,34 @@ public struct StoredMessage: Sendable, Equatable {
     }
 }
 
+/// A message a room keeps for history and resume (docs/rooms.md).
+public struct StoredRoomMessage: Sendable, Equatable {
+    public var room: String
+    public var epoch: String
+    /// Wall-clock ms when the room kept it (its history TTL counts from here).
+    public var keptAt: Int64
+    /// Its `offset` is its place in the room's stream; its headers include `x-offset`, `x-epoch` and `user-name`.
+    public var message: BrokerMessage
+
+    public init(room: String, epoch: String, keptAt: Int64, message: BrokerMessage) {
+        self.room = room
+        self.epoch = epoch
+        self.keptAt = keptAt
+        self.message = message
+    }
+
+    /// The headers to store: the MESSAGE headers without `destination` and `message-id`, in order.
+    public var headers: some Sequence<STOMPHeaders.Element> {
+        self.message.headers.lazy.filter { $0.name != "destination" && $0.name != "message-id" }
+    }
+
+    public static func == (lhs: StoredRoomMessage, rhs: StoredRoomMessage) -> Bool {
+        lhs.room == rhs.room && lhs.epoch == rhs.epoch && lhs.keptAt == rhs.keptAt && lhs.message.offset == rhs.message.offset
+            && lhs.message.messageID == rhs.message.messageID && lhs.message.headers == rhs.message.headers
+            && lhs.message.body == rhs.message.body
+    }
+}
+
 /// One change to the stored state. A batch of them is applied atomically and in order.
 public enum StoreOperation: Sendable, Equatable {
     case insert(StoredMessage)
@@ -47,6 +75,10 @@ public enum StoreOperation: Sendable, Equatable {
     /// A durable subscription ended: its binding goes (its queue's messages go with a `delete` each, in the same
     /// batch: the store keeps no index by queue, which would cost every insert and delete a second b-tree write).
     case deleteBinding(queue: String)
+    /// A room keeps a message (its history).
+    case keepRoomMessage(StoredRoomMessage)
+    /// A room no longer keeps its messages up to and including `offset` (pushed out or expired).
+    case trimRoom(room: String, through: UInt64)
 }
 
 /// What a store held at start.
@@ -56,11 +88,17 @@ public struct StoreContents: Sendable {
     /// Durable subscriptions: queue -> topic pattern.
     public var bindings: [(queue: String, pattern: String)]
     public var nextStoreID: UInt64
+    /// Rooms' kept messages, by room and offset.
+    public var roomMessages: [StoredRoomMessage]
 
-    public init(messages: [StoredMessage] = [], bindings: [(queue: String, pattern: String)] = [], nextStoreID: UInt64 = 1) {
+    public init(
+        messages: [StoredMessage] = [], bindings: [(queue: String, pattern: String)] = [], nextStoreID: UInt64 = 1,
+        roomMessages: [StoredRoomMessage] = []
+    ) {
         self.messages = messages
         self.bindings = bindings
         self.nextStoreID = nextStoreID
+        self.roomMessages = roomMessages
     }
 }
 

@@ -34,6 +34,8 @@ final class QueueHost: @unchecked Sendable {
         case enqueued(QueueReply, destination: String, storeID: UInt64)
         /// An ACK with a receipt.
         case acknowledged(QueueReply)
+        /// A room SEND with a receipt: answered once the room's history holds it on disk.
+        case kept(QueueReply)
     }
     let policies: QueuePolicies
 
@@ -205,7 +207,14 @@ final class QueueHost: @unchecked Sendable {
     // MARK: store
 
     /// Submits this hop's store writes as one batch; whoever waits for them hears back on this loop.
-    private func submitStoreOperations() {
+    /// A store write of another part of this loop (the room host), submitted with this hop's batch; `reply` (a
+    /// room SEND's receipt) is answered once it is durable.
+    func appendStoreOperation(_ operation: StoreOperation, reply: QueueReply? = nil) {
+        self.storeOperations.append(operation)
+        if let reply { self.storeWaiters.append(.kept(reply)) }
+    }
+
+    func submitStoreOperations() {
         guard !self.storeOperations.isEmpty || !self.storeWaiters.isEmpty else { return }
         let operations = self.storeOperations
         let waiters = self.storeWaiters
@@ -255,6 +264,8 @@ final class QueueHost: @unchecked Sendable {
                 }
             case .acknowledged(let reply):
                 self.post(.enqueued(reply, refusal: error.map { "cannot store the acknowledgement: \($0)" }), to: reply.loopIndex)
+            case .kept(let reply):
+                self.post(.enqueued(reply, refusal: error.map { "cannot keep the message in the room's history: \($0)" }), to: reply.loopIndex)
             }
         }
     }

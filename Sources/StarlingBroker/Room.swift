@@ -1,6 +1,6 @@
 /// One room's state on its owning loop (docs/rooms.md): its stream of messages (offsets, epoch, the kept history)
-/// and its members. Pure bookkeeping; `RoomHost` does the messaging around it.
-final class Room {
+/// and its members. Pure bookkeeping; `RoomHost` does the messaging around it, on the room's loop only.
+final class Room: @unchecked Sendable {
     let name: String
     /// Identifies this stream: offsets are comparable only within one epoch.
     let epoch: String
@@ -52,16 +52,33 @@ final class Room {
         return self.lastOffset
     }
 
-    /// Keeps `message` (whose offset is `lastOffset`) for history and resume.
-    func keep(_ message: BrokerMessage, now: Int64) {
-        guard self.policy.history > 0 else { return }
+    /// Keeps `message` (whose offset is `lastOffset`) for history and resume. Returns false when the policy keeps
+    /// nothing.
+    @discardableResult
+    func keep(_ message: BrokerMessage, now: Int64) -> Bool {
+        guard self.policy.history > 0 else { return false }
         self.history.append(message, at: now, capacity: self.policy.history)
+        return true
     }
 
-    /// Drops kept messages older than the policy's TTL.
-    func expire(now: Int64) {
-        guard let ttl = self.policy.historyTTL, ttl > 0 else { return }
+    /// Puts back a message kept before a restart (in offset order).
+    func restore(_ message: BrokerMessage, keptAt: Int64) {
+        self.lastOffset = max(self.lastOffset, message.offset)
+        _ = self.keep(message, now: keptAt)
+    }
+
+    /// The offset of the oldest kept message (nil: none kept).
+    var oldestKeptOffset: UInt64? {
+        self.history.isEmpty ? nil : self.lastOffset - UInt64(self.history.count) + 1
+    }
+
+    /// Drops kept messages older than the policy's TTL. Returns the offset of the newest one dropped, if any.
+    @discardableResult
+    func expire(now: Int64) -> UInt64? {
+        guard let ttl = self.policy.historyTTL, ttl > 0, let before = self.oldestKeptOffset else { return nil }
         self.history.dropOlder(than: now - ttl)
+        let after = self.oldestKeptOffset ?? self.lastOffset + 1
+        return after > before ? after - 1 : nil
     }
 
     /// The last `count` kept messages, oldest first.

@@ -49,7 +49,8 @@ struct StreamSnapshot: @unchecked Sendable {
 /// Work for a loop's `RoomHost`, carried in the queue hosts' ordered outboxes (`QueueCommand.room`).
 enum RoomCommand: @unchecked Sendable {
     // To the room's owning loop:
-    case publish(room: String, headers: STOMPHeaders, body: ByteBuffer, user: String, messageID: String)
+    /// `reply`: the SEND asked for a receipt (answered once the message is kept on disk, when there is a store).
+    case publish(room: String, headers: STOMPHeaders, body: ByteBuffer, user: String, messageID: String, reply: QueueReply?)
     case join(RoomJoin)
     case leave(room: String, session: String, subscription: String)
     case watchPresence(room: String, subscription: TopicSubscription, countOnly: Bool, loopIndex: Int, receipt: String?)
@@ -59,8 +60,9 @@ enum RoomCommand: @unchecked Sendable {
 }
 
 /// The rooms owned by one event loop (a room's name picks its loop, as for queues): their streams, history and
-/// presence. Room messages and presence events are published through the loops' topic fan-out.
-final class RoomHost {
+/// presence. Room messages and presence events are published through the loops' topic fan-out. Touched only on
+/// its loop (timers included), like `QueueHost`.
+final class RoomHost: @unchecked Sendable {
     unowned let loop: LoopBroker
     let policies: RoomPolicies
     private var rooms: [String: Room] = [:]
@@ -92,8 +94,8 @@ final class RoomHost {
 
     func handle(_ command: RoomCommand) {
         switch command {
-        case .publish(let name, let headers, let body, let user, let messageID):
-            self.publish(room: name, headers: headers, body: body, user: user, messageID: messageID)
+        case .publish(let name, let headers, let body, let user, let messageID, let reply):
+            self.publish(room: name, headers: headers, body: body, user: user, messageID: messageID, reply: reply)
         case .join(let join):
             self.join(join)
         case .leave(let name, let session, let subscription):
@@ -131,9 +133,9 @@ final class RoomHost {
 
     // MARK: rooms
 
-    private func room(_ name: String) -> Room {
+    private func room(_ name: String, epoch: String? = nil) -> Room {
         if let room = self.rooms[name] { return room }
-        let epoch = String(UInt64.random(in: 1...UInt64.max), radix: 36)
+        let epoch = epoch ?? String(UInt64.random(in: 1...UInt64.max), radix: 36)
         let room = Room(name: name, epoch: epoch, policy: self.policies.policy(for: RoomName.roomPrefix + name))
         self.rooms[name] = room
         if self.sweepTask == nil {
@@ -153,29 +155,62 @@ final class RoomHost {
     private func sweep() {
         let now = WallClock.milliseconds()
         for room in Array(self.rooms.values) {
-            room.expire(now: now)
+            self.expire(room, now: now)
             self.forgetIfEmpty(room)
         }
+        self.loop.queueHost.submitStoreOperations()
     }
 
-    private func publish(room name: String, headers: STOMPHeaders, body: ByteBuffer, user: String, messageID: String) {
+    /// Drops the room's expired history, from the store too.
+    private func expire(_ room: Room, now: Int64) {
+        guard let through = room.expire(now: now), self.loop.queueHost.store != nil else { return }
+        self.loop.queueHost.appendStoreOperation(.trimRoom(room: room.name, through: through))
+    }
+
+    /// Puts back the rooms' kept messages after a restart (each room's in offset order), with their epochs, so
+    /// clients resume across the restart.
+    func restore(_ messages: [StoredRoomMessage]) {
+        let now = WallClock.milliseconds()
+        for stored in messages {
+            let room = self.rooms[stored.room] ?? self.room(stored.room, epoch: stored.epoch)
+            room.restore(stored.message, keptAt: stored.keptAt)
+        }
+        for room in Array(self.rooms.values) {
+            self.expire(room, now: now)
+            self.forgetIfEmpty(room)
+        }
+        self.loop.queueHost.submitStoreOperations()
+    }
+
+    private func publish(room name: String, headers: STOMPHeaders, body: ByteBuffer, user: String, messageID: String, reply: QueueReply?) {
         let room = self.room(name)
         let now = WallClock.milliseconds()
-        room.expire(now: now)
+        self.expire(room, now: now)
         let offset = room.nextOffset()
         let message = BrokerMessage(
             destination: RoomName.roomPrefix + name, messageID: messageID, sendHeaders: headers, body: body,
             allocator: self.allocator,
             serverHeaders: [("x-offset", String(offset)), ("x-epoch", room.epoch), ("user-name", user)], offset: offset
         )
-        room.keep(message, now: now)
+        let oldest = room.oldestKeptOffset
+        if room.keep(message, now: now), self.loop.queueHost.store != nil {
+            // Kept in the store too (group commit with the loop's other writes); what it pushed out goes.
+            self.loop.queueHost.appendStoreOperation(
+                .keepRoomMessage(StoredRoomMessage(room: name, epoch: room.epoch, keptAt: now, message: message)), reply: reply
+            )
+            if let oldest, let newOldest = room.oldestKeptOffset, newOldest > oldest {
+                self.loop.queueHost.appendStoreOperation(.trimRoom(room: name, through: newOldest - 1))
+            }
+        } else if let reply, reply.wantsSuccess {
+            self.loop.queueHost.post(.enqueued(reply, refusal: nil), to: reply.loopIndex)
+        }
         self.loop.publish(message, words: RoomName.words(.room, room: Substring(name)))
         self.forgetIfEmpty(room)
     }
 
     private func join(_ join: RoomJoin) {
         let room = self.room(join.room)
-        room.expire(now: WallClock.milliseconds())
+        self.expire(room, now: WallClock.milliseconds())
         var messages: [BrokerMessage] = []
         var recovered: Bool?
         if let resume = join.resumeFrom {
@@ -253,9 +288,14 @@ extension LoopBroker {
         self.roomHost.post(.leave(room: room, session: session, subscription: subscription), toOwnerOf: room)
     }
 
-    /// A SEND to room `room` by `user`: stamped with its offset and fanned out by the room's loop.
-    public func publishToRoom(_ room: String, headers: STOMPHeaders, body: ByteBuffer, user: String, messageID: String) {
-        self.roomHost.post(.publish(room: room, headers: headers, body: body, user: user, messageID: messageID), toOwnerOf: room)
+    /// A SEND to room `room` by `user`: stamped with its offset and fanned out by the room's loop. `reply` hears
+    /// when it is kept (on disk, with a store).
+    public func publishToRoom(
+        _ room: String, headers: STOMPHeaders, body: ByteBuffer, user: String, messageID: String, reply: QueueReply? = nil
+    ) {
+        self.roomHost.post(
+            .publish(room: room, headers: headers, body: body, user: user, messageID: messageID, reply: reply), toOwnerOf: room
+        )
     }
 
     /// Starts a presence subscription (subscribed on this loop, with a cursor): the state, then changes.

@@ -95,7 +95,7 @@ public final class StarlingServer: Service, Sendable {
             let milliseconds = (NIODeadline.now() - began).nanoseconds / 1_000_000
             self.logger.info("store recovered", metadata: [
                 "path": "\(store.path)", "messages": "\(contents.messages.count)",
-                "durable_subscriptions": "\(contents.bindings.count)", "ms": "\(milliseconds)", "fsync": "\(store.sync.rawValue)",
+                "durable_subscriptions": "\(contents.bindings.count)", "room_messages": "\(contents.roomMessages.count)", "ms": "\(milliseconds)", "fsync": "\(store.sync.rawValue)",
             ])
         }
         let files = StaticFiles(root: self.configuration.webRoot ?? StaticFiles.defaultRoot())

@@ -24,6 +24,7 @@ extension SQLiteMessageStore {
         while try bindings.step() {
             contents.bindings.append((bindings.text(0), bindings.text(1)))
         }
+        contents.roomMessages = try self.readRoomMessages()
         let extent = try Statement(db: self.db, sql: "SELECT count(*), min(id), max(id) FROM messages")
         guard try extent.step(), extent.int(0) > 0 else { return contents }
         let (count, lowest, highest) = (Int(extent.int(0)), extent.int(1), extent.int(2))
@@ -77,6 +78,35 @@ extension SQLiteMessageStore {
         return try body(handle)
     }
 
+    /// Every room's kept messages, by room and offset. Only the newest epoch of a room counts (rows of an older one
+    /// would be leftovers of a room that was forgotten).
+    private func readRoomMessages() throws(StoreError) -> [StoredRoomMessage] {
+        let statement = try Statement(
+            db: self.db,
+            sql: """
+                SELECT room, offset, epoch, message_id, headers, body, kept_at FROM room_messages
+                WHERE epoch = (SELECT epoch FROM room_messages AS newest WHERE newest.room = room_messages.room
+                               ORDER BY newest.offset DESC LIMIT 1)
+                ORDER BY room, offset
+                """
+        )
+        var messages: [StoredRoomMessage] = []
+        let allocator = ByteBufferAllocator()
+        while try statement.step() {
+            let room = statement.text(0)
+            guard let headers = HeaderCoding.decode(statement.blob(4)) else {
+                throw StoreError("'\(self.path)': a kept message of room '\(room)' has damaged headers")
+            }
+            let message = BrokerMessage(
+                destination: RoomName.roomPrefix + room, messageID: statement.text(3), sendHeaders: [:],
+                body: statement.buffer(5, allocator: allocator), allocator: allocator, serverHeaders: Array(headers),
+                offset: UInt64(bitPattern: statement.int(1))
+            )
+            messages.append(StoredRoomMessage(room: room, epoch: statement.text(2), keptAt: statement.int(6), message: message))
+        }
+        return messages
+    }
+
     /// The stored messages with ids in `ids`, in id order.
     private func readMessages(db: OpaquePointer, ids: ClosedRange<Int64>) throws(StoreError) -> [StoredMessage] {
         let statement = try Statement(
@@ -95,9 +125,11 @@ extension SQLiteMessageStore {
             guard let headers = HeaderCoding.decode(statement.blob(4)) else {
                 throw StoreError("'\(self.path)': message \(id) has damaged headers")
             }
+            // The stored headers go in as they were (`serverHeaders`): as `sendHeaders` the server's own, such as
+            // `user-name`, would be dropped like a client's.
             let message = BrokerMessage(
-                destination: statement.text(3), messageID: statement.text(2), sendHeaders: headers,
-                body: statement.buffer(5, allocator: allocator), allocator: allocator
+                destination: statement.text(3), messageID: statement.text(2), sendHeaders: [:],
+                body: statement.buffer(5, allocator: allocator), allocator: allocator, serverHeaders: Array(headers)
             )
             messages.append(StoredMessage(
                 storeID: id, queue: statement.text(1), message: message,

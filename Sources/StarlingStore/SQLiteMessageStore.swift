@@ -112,6 +112,16 @@ public final class SQLiteMessageStore: MessageStore, @unchecked Sendable {
             );
             DROP INDEX IF EXISTS messages_by_queue;
             CREATE TABLE IF NOT EXISTS bindings(queue TEXT PRIMARY KEY, pattern TEXT NOT NULL);
+            CREATE TABLE IF NOT EXISTS room_messages(
+                room TEXT NOT NULL,
+                offset INTEGER NOT NULL,
+                epoch TEXT NOT NULL,
+                message_id TEXT NOT NULL,
+                headers BLOB NOT NULL,
+                body BLOB NOT NULL,
+                kept_at INTEGER NOT NULL,
+                PRIMARY KEY(room, offset)
+            ) WITHOUT ROWID;
             PRAGMA user_version=\(Self.schemaVersion);
             """)
     }
@@ -241,7 +251,7 @@ public final class SQLiteMessageStore: MessageStore, @unchecked Sendable {
                 } else {
                     result.append(operation)
                 }
-            case .saveBinding, .deleteBinding:
+            case .saveBinding, .deleteBinding, .keepRoomMessage, .trimRoom:
                 result.append(operation)
             }
         }
@@ -286,6 +296,27 @@ public final class SQLiteMessageStore: MessageStore, @unchecked Sendable {
         case .deleteBinding(let queue):
             statements.deleteBinding.bind(1, queue)
             try statements.deleteBinding.run()
+        case .keepRoomMessage(let stored):
+            self.row.removeAll(keepingCapacity: true)
+            let messageID = self.row.appendBytes(of: stored.message.messageID)
+            let headers = HeaderCoding.encode(stored.headers, into: &self.row)
+            let body = self.row.appendBytes(of: stored.message.body)
+            let statement = statements.keepRoomMessage
+            statement.bind(1, stored.room)
+            statement.bind(2, Int64(bitPattern: stored.message.offset))
+            statement.bind(3, stored.epoch)
+            statement.bind(7, stored.keptAt)
+            let result = self.row.withUnsafeBytes { bytes in
+                statement.bindText(4, bytes, messageID)
+                statement.bindBlob(5, bytes, headers)
+                statement.bindBlob(6, bytes, body)
+                return Result { () throws(StoreError) in try statement.run() }
+            }
+            try result.get()
+        case .trimRoom(let room, let offset):
+            statements.trimRoom.bind(1, room)
+            statements.trimRoom.bind(2, Int64(bitPattern: offset))
+            try statements.trimRoom.run()
         }
     }
 

@@ -23,6 +23,8 @@ final class Statements {
     let setDeliveryCount: Statement
     let saveBinding: Statement
     let deleteBinding: Statement
+    let keepRoomMessage: Statement
+    let trimRoom: Statement
 
     init(db: OpaquePointer) throws(StoreError) {
         // A plain INSERT: store ids are never reused. `OR REPLACE` would make every insert a possible multi-row
@@ -35,6 +37,13 @@ final class Statements {
         self.setDeliveryCount = try Statement(db: db, sql: "UPDATE messages SET delivery_count = ? WHERE id = ?")
         self.saveBinding = try Statement(db: db, sql: "INSERT OR REPLACE INTO bindings(queue, pattern) VALUES (?, ?)")
         self.deleteBinding = try Statement(db: db, sql: "DELETE FROM bindings WHERE queue = ?")
+        // OR REPLACE: a room forgotten and started again (a new epoch) reuses offsets; its old rows were trimmed,
+        // but a leftover must not fail the whole batch (queue messages share it).
+        self.keepRoomMessage = try Statement(db: db, sql: """
+            INSERT OR REPLACE INTO room_messages(room, offset, epoch, message_id, headers, body, kept_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?)
+            """)
+        self.trimRoom = try Statement(db: db, sql: "DELETE FROM room_messages WHERE room = ? AND offset <= ?")
     }
 }
 

@@ -37,7 +37,7 @@ struct RoomTests {
         let room = Room(name: "r", epoch: "e", policy: policy)
         room.keep(self.message(room, "old"), now: 1_000)
         room.keep(self.message(room, "new"), now: 2_500)
-        room.expire(now: 3_000)
+        #expect(room.expire(now: 3_000) == 1)
         #expect(room.last(10).map(\.messageID) == ["new"])
         #expect(room.messages(after: 0, epoch: "e") == nil)
         #expect(room.messages(after: 1, epoch: "e")?.map(\.messageID) == ["new"])

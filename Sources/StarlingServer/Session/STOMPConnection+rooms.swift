@@ -48,11 +48,18 @@ extension STOMPConnection {
         self.loop.leaveRoom(room, session: self.sessionID, subscription: subscription.id)
     }
 
-    /// A SEND to `/room/<name>`: the owning loop gives it its offset and fans it out.
-    func publishToRoom(_ publish: SessionStateMachine.Publish, messageID: String) {
+    /// A SEND to `/room/<name>`: the owning loop gives it its offset and fans it out. Its receipt waits until the
+    /// room keeps it (on disk, with a store).
+    func publishToRoom(_ publish: SessionStateMachine.Publish, messageID: String, token: UInt64, wantsReceipt: Bool) {
         guard let name = RoomName.name(of: publish.destination) else { return }
-        let room = String(name)
-        self.loop.publishToRoom(room, headers: publish.headers, body: publish.body, user: self.userName, messageID: messageID)
+        var reply: QueueReply?
+        if wantsReceipt {
+            reply = QueueReply(loopIndex: self.loop.index, sink: self, token: token, wantsSuccess: true)
+            self.queue.expectReply(token)
+        }
+        self.loop.publishToRoom(
+            String(name), headers: publish.headers, body: publish.body, user: self.userName, messageID: messageID, reply: reply
+        )
     }
 
     /// A SEND to `/presence/<name>`: merges its `x-presence-*` headers into this session's metadata in the room.

@@ -163,9 +163,10 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
         // Topic SENDs need no queue bookkeeping (and no `QueueState` allocated for it).
         let touchesQueues = work.contains { item in
             guard case .publish(let publish) = item else { return true }
-            // A presence update may be refused (not in the room), so it needs a token like a queue SEND.
+            // A presence update may be refused (not in the room), and a room SEND's receipt waits for the store, so
+            // they need a token like a queue SEND.
             return publish.destination.hasPrefix(QueueName.prefix) || publish.destination.hasPrefix(TempQueueName.prefix)
-                || publish.destination.hasPrefix(RoomName.presencePrefix)
+                || publish.destination.hasPrefix(RoomName.presencePrefix) || publish.destination.hasPrefix(RoomName.roomPrefix)
         }
         guard touchesQueues else {
             for item in work {
@@ -212,7 +213,10 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
         self.messageCounter &+= 1
         let messageID = "\(self.sessionID)-\(self.messageCounter)"
         if destination.hasPrefix(RoomName.roomPrefix) {
-            self.publishToRoom(SessionStateMachine.Publish(destination: destination, headers: headers, body: publish.body), messageID: messageID)
+            self.publishToRoom(
+                SessionStateMachine.Publish(destination: destination, headers: headers, body: publish.body), messageID: messageID,
+                token: token, wantsReceipt: wantsReceipt
+            )
             return
         }
         // `user-name` is the server's to set (the sender's login): one sent by the client is never passed on.
