@@ -253,7 +253,11 @@ public final class LoopBroker: @unchecked Sendable {
     /// meanwhile, then answers the SUBSCRIBE's receipt.
     func deliverSnapshot(_ snapshot: StreamSnapshot) {
         let subscription = snapshot.subscription
-        guard let cursor = subscription.cursor, cursor.isActive, let held = cursor.held else { return }
+        guard let cursor = subscription.cursor, cursor.isActive, let held = cursor.held else {
+            // Unsubscribed meanwhile: nothing to write, but the SUBSCRIBE's receipt is still owed.
+            if let receipt = snapshot.receipt { subscription.sink.sendReceipt(receipt, headers: snapshot.receiptHeaders) }
+            return
+        }
         cursor.held = nil
         cursor.delivered = snapshot.head
         var messages = snapshot.messages[...]

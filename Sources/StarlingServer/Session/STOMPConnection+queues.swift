@@ -29,6 +29,11 @@ extension STOMPConnection {
     }
 
 
+    /// The queue of durable subscription `subscriptionID` of client `clientID` (lengths keep it unambiguous).
+    static func durableQueue(clientID: String, subscriptionID: String) -> String {
+        "\(QueueName.prefix)durable.\(clientID.utf8.count).\(clientID).\(subscriptionID)"
+    }
+
     func subscribeQueue(id: String, destination: String, ackMode: AckMode, prefetch: Int?, durable: Bool = false) {
         let subscription = self.loop.subscribeQueue(
             id: id, destination: destination, ackMode: ackMode, prefetch: prefetch, version: self.version, sink: self

@@ -50,16 +50,16 @@ extension STOMPConnection {
 
     /// A SEND to `/room/<name>`: the owning loop gives it its offset and fans it out. Its receipt waits until the
     /// room keeps it (on disk, with a store).
-    func publishToRoom(_ publish: SessionStateMachine.Publish, messageID: String, token: UInt64, wantsReceipt: Bool) {
-        guard let name = RoomName.name(of: publish.destination) else { return }
+    func publishToRoom(
+        _ destination: String, _ headers: STOMPHeaders, _ body: ByteBuffer, messageID: String, token: UInt64, wantsReceipt: Bool
+    ) {
+        guard let name = RoomName.name(of: destination) else { return }
         var reply: QueueReply?
         if wantsReceipt {
             reply = QueueReply(loopIndex: self.loop.index, sink: self, token: token, wantsSuccess: true)
             self.queue.expectReply(token)
         }
-        self.loop.publishToRoom(
-            String(name), headers: publish.headers, body: publish.body, user: self.userName, messageID: messageID, reply: reply
-        )
+        self.loop.publishToRoom(String(name), headers: headers, body: body, user: self.userName, messageID: messageID, reply: reply)
     }
 
     /// A SEND to `/presence/<name>`: merges its `x-presence-*` headers into this session's metadata in the room.
@@ -75,5 +75,20 @@ extension STOMPConnection {
         if wantsReceipt { self.queue.expectReply(token) }
         let room = String(name)
         self.loop.updatePresence(room, session: self.sessionID, changes: changes, reply: reply)
+    }
+
+    /// Writes room or presence MESSAGEs with `marks` (e.g. `x-history:true`) after the per-subscriber head.
+    func deliver(_ messages: ArraySlice<BrokerMessage>, to subscription: TopicSubscription, marks: ByteBuffer) {
+        guard !self.closed, let transport = self.transport else { return }
+        let version = self.version
+        for message in messages {
+            var head = subscription.head
+            head.writeImmutableBuffer(marks)
+            if subscription.ackMode != .auto {
+                STOMPFrameEncoder.writeHeader("ack", message.messageID, to: &head, version: version)
+            }
+            transport.write(head: head, body: message.shared(for: version), isText: message.isUTF8)
+        }
+        self.wroteSinceTick = true
     }
 }

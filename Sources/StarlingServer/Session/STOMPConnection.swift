@@ -40,6 +40,9 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
     /// CONNECT `login` (names the user of `/user/` destinations) and `client-id` (names durable subscriptions).
     var login: String?
     var clientID: String?
+    /// `user-name:<login>` for every MESSAGE this session sends (set at CONNECT; none without a login). Only the
+    /// server sets `user-name`: one sent by a client is never passed on, so authors cannot be spoofed.
+    private var authorHeaders: [(name: String, value: String)] = []
     var version = STOMPVersion.v1_2
     private var messageCounter: UInt64 = 0
     var closed = false
@@ -103,6 +106,7 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
             self.parser.version = version
             self.login = login
             self.clientID = clientID
+            if let login, !login.isEmpty { self.authorHeaders = [("user-name", login)] }
             self.writeFrame(frame)
             self.startHeartbeats(heartbeat)
         case .subscribe(let id, let destination, let ackMode, _, _, let room?, let receipt):
@@ -163,8 +167,7 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
         // Topic SENDs need no queue bookkeeping (and no `QueueState` allocated for it).
         let touchesQueues = work.contains { item in
             guard case .publish(let publish) = item else { return true }
-            // A presence update may be refused (not in the room), and a room SEND's receipt waits for the store, so
-            // they need a token like a queue SEND.
+            // Presence updates may be refused and room SENDs wait for the store: they need a token like queue SENDs.
             return publish.destination.hasPrefix(QueueName.prefix) || publish.destination.hasPrefix(TempQueueName.prefix)
                 || publish.destination.hasPrefix(RoomName.presencePrefix) || publish.destination.hasPrefix(RoomName.roomPrefix)
         }
@@ -213,17 +216,12 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
         self.messageCounter &+= 1
         let messageID = "\(self.sessionID)-\(self.messageCounter)"
         if destination.hasPrefix(RoomName.roomPrefix) {
-            self.publishToRoom(
-                SessionStateMachine.Publish(destination: destination, headers: headers, body: publish.body), messageID: messageID,
-                token: token, wantsReceipt: wantsReceipt
-            )
+            self.publishToRoom(destination, headers, publish.body, messageID: messageID, token: token, wantsReceipt: wantsReceipt)
             return
         }
-        // `user-name` is the server's to set (the sender's login): one sent by the client is never passed on.
-        let userHeaders: [(name: String, value: String)] = if let login = self.login, !login.isEmpty { [("user-name", login)] } else { [] }
         let message = BrokerMessage(
             destination: destination, messageID: messageID, sendHeaders: headers, body: publish.body,
-            allocator: self.settings.allocator, serverHeaders: userHeaders
+            allocator: self.settings.allocator, serverHeaders: self.authorHeaders
         )
         if destination.hasPrefix(QueueName.prefix) {
             let reply = QueueReply(loopIndex: self.loop.index, sink: self, token: token, wantsSuccess: wantsReceipt)
@@ -298,11 +296,6 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
         return true
     }
 
-    /// The queue of durable subscription `subscriptionID` of client `clientID` (lengths keep it unambiguous).
-    static func durableQueue(clientID: String, subscriptionID: String) -> String {
-        "\(QueueName.prefix)durable.\(clientID.utf8.count).\(clientID).\(subscriptionID)"
-    }
-
     func sendReceipt(_ receipt: String?) {
         guard let receipt else { return }
         self.sendReceipt(receipt, headers: [])
@@ -351,20 +344,6 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
                 STOMPFrameEncoder.writeHeader("ack", message.messageID, to: &head, version: version)
                 transport.write(head: head, body: message.shared(for: version), isText: message.isUTF8)
             }
-        }
-        self.wroteSinceTick = true
-    }
-
-    func deliver(_ messages: ArraySlice<BrokerMessage>, to subscription: TopicSubscription, marks: ByteBuffer) {
-        guard !self.closed, let transport = self.transport else { return }
-        let version = self.version
-        for message in messages {
-            var head = subscription.head
-            head.writeImmutableBuffer(marks)
-            if subscription.ackMode != .auto {
-                STOMPFrameEncoder.writeHeader("ack", message.messageID, to: &head, version: version)
-            }
-            transport.write(head: head, body: message.shared(for: version), isText: message.isUTF8)
         }
         self.wroteSinceTick = true
     }
