@@ -22,17 +22,19 @@ public struct StoredMessage: Sendable, Equatable {
         self.deliveryCount = deliveryCount
     }
 
-    /// The headers to store: the MESSAGE headers without `destination` and `message-id` (kept in their own
-    /// columns), in order.
-    public var headers: some Sequence<STOMPHeaders.Element> {
-        self.message.headers.lazy.filter { $0.name != "destination" && $0.name != "message-id" }
-    }
-
     public static func == (lhs: StoredMessage, rhs: StoredMessage) -> Bool {
         lhs.storeID == rhs.storeID && lhs.queue == rhs.queue && lhs.expiresAt == rhs.expiresAt
             && lhs.deliveryCount == rhs.deliveryCount && lhs.message.destination == rhs.message.destination
             && lhs.message.messageID == rhs.message.messageID && lhs.message.headers == rhs.message.headers
             && lhs.message.body == rhs.message.body
+    }
+}
+
+extension BrokerMessage {
+    /// The headers a store keeps: the MESSAGE headers without `destination` and `message-id` (kept in their own
+    /// columns), in order.
+    public var storedHeaders: some Sequence<STOMPHeaders.Element> {
+        self.headers.lazy.filter { $0.name != "destination" && $0.name != "message-id" }
     }
 }
 
@@ -50,11 +52,6 @@ public struct StoredRoomMessage: Sendable, Equatable {
         self.epoch = epoch
         self.keptAt = keptAt
         self.message = message
-    }
-
-    /// The headers to store: the MESSAGE headers without `destination` and `message-id`, in order.
-    public var headers: some Sequence<STOMPHeaders.Element> {
-        self.message.headers.lazy.filter { $0.name != "destination" && $0.name != "message-id" }
     }
 
     public static func == (lhs: StoredRoomMessage, rhs: StoredRoomMessage) -> Bool {

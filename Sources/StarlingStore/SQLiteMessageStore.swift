@@ -267,7 +267,7 @@ public final class SQLiteMessageStore: MessageStore, @unchecked Sendable {
             let queue = self.row.appendBytes(of: stored.queue)
             let messageID = self.row.appendBytes(of: stored.message.messageID)
             let destination = self.row.appendBytes(of: stored.message.destination)
-            let headers = HeaderCoding.encode(stored.headers, into: &self.row)
+            let headers = HeaderCoding.encode(stored.message.storedHeaders, into: &self.row)
             let body = self.row.appendBytes(of: stored.message.body)
             let statement = statements.insert
             statement.bind(1, Int64(bitPattern: stored.storeID))
@@ -299,7 +299,7 @@ public final class SQLiteMessageStore: MessageStore, @unchecked Sendable {
         case .keepRoomMessage(let stored):
             self.row.removeAll(keepingCapacity: true)
             let messageID = self.row.appendBytes(of: stored.message.messageID)
-            let headers = HeaderCoding.encode(stored.headers, into: &self.row)
+            let headers = HeaderCoding.encode(stored.message.storedHeaders, into: &self.row)
             let body = self.row.appendBytes(of: stored.message.body)
             let statement = statements.keepRoomMessage
             statement.bind(1, stored.room)

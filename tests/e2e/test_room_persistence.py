@@ -34,7 +34,11 @@ def connect(srv: StarlingServer, login: str):
     return conn, col
 
 
-def receipt_headers(col: ReceiptCollector, receipt: str) -> dict:
+def subscribe(conn, col: ReceiptCollector, destination: str, sub_id: str, **headers) -> dict:
+    """SUBSCRIBE with a receipt; returns the RECEIPT's headers (once the history before it has arrived)."""
+    receipt = f"sub-{uid()}"
+    conn.subscribe(destination=destination, id=sub_id, receipt=receipt, headers=headers)
+    col.wait_receipt(receipt)
     return col.receipt_headers[receipt]
 
 
@@ -53,10 +57,7 @@ def test_room_history_survives_restart_and_kill(tmp_path):
     srv = start(tmp_path)
     try:
         alice, acol = connect(srv, "alice")
-        receipt = f"join-{uid()}"
-        alice.subscribe(destination=f"/room/{room}", id="r", receipt=receipt)
-        acol.wait_receipt(receipt)
-        epoch = receipt_headers(acol, receipt)["x-epoch"]
+        epoch = subscribe(alice, acol, f"/room/{room}", "r")["x-epoch"]
         send_all(alice, acol, room, [f"a{i}" for i in range(5)])
         acol.wait_messages(5)
         assert [m.headers["x-offset"] for m in acol.messages] == ["1", "2", "3", "4", "5"]
@@ -72,11 +73,7 @@ def test_room_history_survives_restart_and_kill(tmp_path):
 
         srv = start(tmp_path)
         carol, ccol = connect(srv, "carol")
-        receipt = f"resume-{uid()}"
-        carol.subscribe(destination=f"/room/{room}", id="r", receipt=receipt,
-                        headers={"x-resume-from": f"{epoch}:3"})
-        ccol.wait_receipt(receipt)
-        headers = receipt_headers(ccol, receipt)
+        headers = subscribe(carol, ccol, f"/room/{room}", "r", **{"x-resume-from": f"{epoch}:3"})
         assert headers["x-recovered"] == "true" and headers["x-epoch"] == epoch and headers["x-offset"] == "7"
         got = [(m.body, m.headers["x-offset"], m.headers.get("x-history")) for m in ccol.messages]
         assert got == [("a3", "4", "true"), ("a4", "5", "true"), ("b0", "6", "true"), ("b1", "7", "true")]
@@ -100,24 +97,16 @@ def test_trimmed_history_stays_trimmed_after_restart(tmp_path):
     srv = start(data, ["--config", str(config)])
     try:
         alice, acol = connect(srv, "alice")
-        receipt = f"join-{uid()}"
-        alice.subscribe(destination=f"/room/{room}", id="r", receipt=receipt)
-        acol.wait_receipt(receipt)
-        epoch = receipt_headers(acol, receipt)["x-epoch"]
+        epoch = subscribe(alice, acol, f"/room/{room}", "r")["x-epoch"]
         send_all(alice, acol, room, [f"m{i}" for i in range(8)])
         stomp_close(alice)
         srv.stop()
 
         srv = start(data, ["--config", str(config)])
         bob, bcol = connect(srv, "bob")
-        receipt = f"join-{uid()}"
-        bob.subscribe(destination=f"/room/{room}", id="h", receipt=receipt, headers={"x-history": "100"})
-        bcol.wait_receipt(receipt)
+        subscribe(bob, bcol, f"/room/{room}", "h", **{"x-history": "100"})
         assert [m.body for m in bcol.messages] == ["m5", "m6", "m7"]
-        receipt = f"resume-{uid()}"
-        bob.subscribe(destination=f"/room/{room}", id="late", receipt=receipt, headers={"x-resume-from": f"{epoch}:2"})
-        bcol.wait_receipt(receipt)
-        assert receipt_headers(bcol, receipt)["x-recovered"] == "false"
+        assert subscribe(bob, bcol, f"/room/{room}", "late", **{"x-resume-from": f"{epoch}:2"})["x-recovered"] == "false"
         time.sleep(0.2)
         assert len(bcol.messages) == 3
         stomp_close(bob)
