@@ -12,7 +12,7 @@ public final class Broker: Sendable {
     private let nextStoreID = ManagedAtomic<UInt64>(1)
 
     public init(
-        eventLoops: [any EventLoop], queuePolicies: QueuePolicies = QueuePolicies(), roomPolicies: RoomPolicies = RoomPolicies(),
+        eventLoops: [any EventLoop], queuePolicies: QueuePolicies = QueuePolicies(), historyPolicies: HistoryPolicies = HistoryPolicies(),
         idempotency: IdempotencyTable = IdempotencyTable(), store: MessageStore? = nil
     ) {
         precondition(!eventLoops.isEmpty)
@@ -22,7 +22,7 @@ public final class Broker: Sendable {
         self.loops = eventLoops.enumerated().map {
             LoopBroker(
                 index: $0.offset, eventLoop: $0.element, loopCount: eventLoops.count, queuePolicies: queuePolicies,
-                roomPolicies: roomPolicies, store: store
+                historyPolicies: historyPolicies, store: store
             )
         }
         for loop in self.loops { loop.broker = self }
@@ -55,11 +55,11 @@ public final class Broker: Sendable {
         let router = self.loops[0]
         for message in contents.messages { messages[router.queueOwner(message.queue)].append(message) }
         for binding in contents.bindings { bindings[router.queueOwner(binding.queue)].append(binding) }
-        var roomMessages = Array(repeating: [StoredRoomMessage](), count: self.loops.count)
-        for stored in contents.roomMessages { roomMessages[router.roomHost.owner(of: stored.room)].append(stored) }
+        var keptMessages = Array(repeating: [KeptMessage](), count: self.loops.count)
+        for stored in contents.keptMessages { keptMessages[router.roomHost.owner(of: stored.stream)].append(stored) }
         // Every loop restores its share at the same time.
         let restored = self.loops.map { loop in
-            let (mine, myBindings, myRooms) = (messages[loop.index], bindings[loop.index], roomMessages[loop.index])
+            let (mine, myBindings, myRooms) = (messages[loop.index], bindings[loop.index], keptMessages[loop.index])
             return loop.eventLoop.submit {
                 loop.queueHost.restore(messages: mine, bindings: myBindings)
                 loop.roomHost.restore(myRooms)

@@ -54,12 +54,7 @@ public struct PolicyRules<Policy: Sendable>: Sendable {
 }
 
 public typealias QueuePolicies = PolicyRules<QueuePolicy>
-public typealias RoomPolicies = PolicyRules<RoomPolicy>
 
 extension PolicyRules where Policy == QueuePolicy {
     public init() { self.init(defaultPolicy: QueuePolicy()) }
-}
-
-extension PolicyRules where Policy == RoomPolicy {
-    public init() { self.init(defaultPolicy: RoomPolicy()) }
 }

@@ -40,14 +40,14 @@ public final class LoopBroker: @unchecked Sendable {
     static let cacheLimit = 8192
 
     init(
-        index: Int, eventLoop: any EventLoop, loopCount: Int, queuePolicies: QueuePolicies, roomPolicies: RoomPolicies,
+        index: Int, eventLoop: any EventLoop, loopCount: Int, queuePolicies: QueuePolicies, historyPolicies: HistoryPolicies,
         store: MessageStore?
     ) {
         self.index = index
         self.eventLoop = eventLoop
         self.outbox = Array(repeating: [], count: loopCount)
         self.queueHost = QueueHost(loop: self, loopCount: loopCount, policies: queuePolicies, store: store)
-        self.roomHost = RoomHost(loop: self, policies: roomPolicies)
+        self.roomHost = RoomHost(loop: self, policies: historyPolicies)
     }
 
     // MARK: connections

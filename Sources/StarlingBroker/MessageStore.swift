@@ -38,24 +38,25 @@ extension BrokerMessage {
     }
 }
 
-/// A message a room keeps for history and resume (docs/rooms.md).
-public struct StoredRoomMessage: Sendable, Equatable {
-    public var room: String
+/// A message a room (or a topic with history) keeps for history and resume (docs/rooms.md).
+public struct KeptMessage: Sendable, Equatable {
+    /// The room's or topic's destination.
+    public var stream: String
     public var epoch: String
     /// Wall-clock ms when the room kept it (its history TTL counts from here).
     public var keptAt: Int64
     /// Its `offset` is its place in the room's stream; its headers include `x-offset`, `x-epoch` and `user-name`.
     public var message: BrokerMessage
 
-    public init(room: String, epoch: String, keptAt: Int64, message: BrokerMessage) {
-        self.room = room
+    public init(stream: String, epoch: String, keptAt: Int64, message: BrokerMessage) {
+        self.stream = stream
         self.epoch = epoch
         self.keptAt = keptAt
         self.message = message
     }
 
-    public static func == (lhs: StoredRoomMessage, rhs: StoredRoomMessage) -> Bool {
-        lhs.room == rhs.room && lhs.epoch == rhs.epoch && lhs.keptAt == rhs.keptAt && lhs.message.offset == rhs.message.offset
+    public static func == (lhs: KeptMessage, rhs: KeptMessage) -> Bool {
+        lhs.stream == rhs.stream && lhs.epoch == rhs.epoch && lhs.keptAt == rhs.keptAt && lhs.message.offset == rhs.message.offset
             && lhs.message.messageID == rhs.message.messageID && lhs.message.headers == rhs.message.headers
             && lhs.message.body == rhs.message.body
     }
@@ -72,10 +73,10 @@ public enum StoreOperation: Sendable, Equatable {
     /// A durable subscription ended: its binding goes (its queue's messages go with a `delete` each, in the same
     /// batch: the store keeps no index by queue, which would cost every insert and delete a second b-tree write).
     case deleteBinding(queue: String)
-    /// A room keeps a message (its history).
-    case keepRoomMessage(StoredRoomMessage)
-    /// A room no longer keeps its messages up to and including `offset` (pushed out or expired).
-    case trimRoom(room: String, through: UInt64)
+    /// A room or topic keeps a message (its history).
+    case keepMessage(KeptMessage)
+    /// A room or topic no longer keeps its messages up to and including `offset` (pushed out or expired).
+    case trimStream(stream: String, through: UInt64)
 }
 
 /// What a store held at start.
@@ -85,17 +86,17 @@ public struct StoreContents: Sendable {
     /// Durable subscriptions: queue -> topic pattern.
     public var bindings: [(queue: String, pattern: String)]
     public var nextStoreID: UInt64
-    /// Rooms' kept messages, by room and offset.
-    public var roomMessages: [StoredRoomMessage]
+    /// What rooms and topics keep for history, by stream and offset.
+    public var keptMessages: [KeptMessage]
 
     public init(
         messages: [StoredMessage] = [], bindings: [(queue: String, pattern: String)] = [], nextStoreID: UInt64 = 1,
-        roomMessages: [StoredRoomMessage] = []
+        keptMessages: [KeptMessage] = []
     ) {
         self.messages = messages
         self.bindings = bindings
         self.nextStoreID = nextStoreID
-        self.roomMessages = roomMessages
+        self.keptMessages = keptMessages
     }
 }
 

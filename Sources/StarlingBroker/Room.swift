@@ -1,10 +1,14 @@
 /// One room's state on its owning loop (docs/rooms.md): its stream of messages (offsets, epoch, the kept history)
-/// and its members. Pure bookkeeping; `RoomHost` does the messaging around it, on the room's loop only.
+/// and its members. A topic with history is a room without members. Pure bookkeeping; `RoomHost` does the
+/// messaging around it, on the room's loop only.
 final class Room: @unchecked Sendable {
-    let name: String
+    /// The room's or topic's destination (`/room/<name>`, `/topic/<name>`).
+    let stream: String
+    /// `<name>` of a `/room/<name>` (its presence feed is `/presence/<name>`).
+    var name: Substring { self.stream.dropFirst(RoomName.roomPrefix.count) }
     /// Identifies this stream: offsets are comparable only within one epoch.
     let epoch: String
-    let policy: RoomPolicy
+    let policy: HistoryPolicy
     /// The offset of the newest message (0: none yet).
     private(set) var lastOffset: UInt64 = 0
     private var history = HistoryRing()
@@ -35,8 +39,8 @@ final class Room: @unchecked Sendable {
         case update(user: String)
     }
 
-    init(name: String, epoch: String, policy: RoomPolicy) {
-        self.name = name
+    init(stream: String, epoch: String, policy: HistoryPolicy) {
+        self.stream = stream
         self.epoch = epoch
         self.policy = policy
     }
@@ -97,14 +101,20 @@ final class Room: @unchecked Sendable {
 
     // MARK: members
 
-    /// A connection joins as `user` with `meta`. Returns `.join` when it is the user's first connection.
+    /// A connection joins as `user` with `meta`. Returns `.join` when it is the user's first connection, `.update`
+    /// when another connection of the user brings other metadata (it becomes the member's).
     func join(_ key: ConnectionKey, user: String, meta: [String: String]) -> PresenceChange? {
         if let previous = self.users[key], previous != user { _ = self.leave(key) }
         self.users[key] = user
-        let isNew = self.members[user] == nil
-        self.members[user, default: Member()].connections[key] = meta
-        self.members[user]!.meta = meta
-        return isNew ? .join(user: user) : nil
+        guard var member = self.members[user] else {
+            self.members[user] = Member(connections: [key: meta], meta: meta)
+            return .join(user: user)
+        }
+        member.connections[key] = meta
+        let changed = member.meta != meta
+        member.meta = meta
+        self.members[user] = member
+        return changed ? .update(user: user) : nil
     }
 
     /// A connection leaves. Returns `.leave` when it was its user's last one.
@@ -119,21 +129,26 @@ final class Room: @unchecked Sendable {
         return nil
     }
 
-    /// Merges `changes` (an empty value removes the key) into the metadata of every connection of `session`.
-    /// Returns the users updated (empty when the session is not in the room).
+    /// Merges `changes` (an empty value removes the key) into the metadata of every connection of `session`, and
+    /// into its user's. Returns the users updated (empty when the session is not in the room).
     func update(session: String, changes: [(key: String, value: String)]) -> [String] {
         var updated: [String] = []
         for (key, user) in self.users where key.session == session {
-            guard var member = self.members[user], var meta = member.connections[key] else { continue }
-            for (name, value) in changes {
-                meta[name] = value.isEmpty ? nil : value
+            guard var member = self.members[user], let meta = member.connections[key] else { continue }
+            member.connections[key] = Self.merge(changes, into: meta)
+            if !updated.contains(user) {
+                member.meta = Self.merge(changes, into: member.meta)
+                updated.append(user)
             }
-            member.connections[key] = meta
-            member.meta = meta
             self.members[user] = member
-            if !updated.contains(user) { updated.append(user) }
         }
         return updated
+    }
+
+    private static func merge(_ changes: [(key: String, value: String)], into meta: [String: String]) -> [String: String] {
+        var meta = meta
+        for (name, value) in changes { meta[name] = value.isEmpty ? nil : value }
+        return meta
     }
 
     // MARK: presence JSON

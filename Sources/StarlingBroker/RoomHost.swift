@@ -1,14 +1,18 @@
 import NIOCore
 import StarlingSTOMP
 
-/// A connection joining a room (a SUBSCRIBE to `/room/<name>`), as its owning loop sees it.
+/// A connection joining a room (a SUBSCRIBE to `/room/<name>`), or reading a topic's history, as the stream's
+/// owning loop sees it.
 public struct RoomJoin: @unchecked Sendable {
-    public var room: String
+    /// The room's or topic's destination.
+    public var stream: String
     /// Touched only on `loopIndex`: the owning loop sends it back with the snapshot.
     public var subscription: TopicSubscription
     public var session: String
     public var user: String
     public var meta: [String: String]
+    /// A room member (a topic's history reader is not one).
+    public var isMember: Bool
     /// `x-history`: how many kept messages to deliver first.
     public var history: Int?
     /// `x-resume-from`: deliver everything after this offset of this epoch first.
@@ -17,10 +21,11 @@ public struct RoomJoin: @unchecked Sendable {
     public var receipt: String?
 
     public init(
-        room: String, subscription: TopicSubscription, session: String, user: String, meta: [String: String],
+        stream: String, subscription: TopicSubscription, session: String, user: String, meta: [String: String],
         history: Int?, resumeFrom: (epoch: String, offset: UInt64)?, loopIndex: Int, receipt: String?
     ) {
-        self.room = room
+        self.stream = stream
+        self.isMember = stream.hasPrefix(RoomName.roomPrefix)
         self.subscription = subscription
         self.session = session
         self.user = user
@@ -48,27 +53,31 @@ struct StreamSnapshot: @unchecked Sendable {
 
 /// Work for a loop's `RoomHost`, carried in the queue hosts' ordered outboxes (`QueueCommand.room`).
 enum RoomCommand: @unchecked Sendable {
-    // To the room's owning loop:
-    /// `reply`: the SEND asked for a receipt (answered once the message is kept on disk, when there is a store).
-    case publish(room: String, headers: STOMPHeaders, body: ByteBuffer, user: String, messageID: String, reply: QueueReply?)
+    // To the owning loop of the stream (a room's or a topic's destination; presence belongs to its room's):
+    /// `user`: the author (`user-name`), nil for none. `reply`: the SEND asked for a receipt (answered once the
+    /// message is kept on disk, when there is a store).
+    case publish(stream: String, headers: STOMPHeaders, body: ByteBuffer, user: String?, messageID: String, reply: QueueReply?)
     case join(RoomJoin)
-    case leave(room: String, session: String, subscription: String)
-    case watchPresence(room: String, subscription: TopicSubscription, countOnly: Bool, loopIndex: Int, receipt: String?)
-    case updatePresence(room: String, session: String, changes: [(key: String, value: String)], reply: QueueReply)
+    case leave(stream: String, session: String, subscription: String)
+    case watchPresence(stream: String, subscription: TopicSubscription, countOnly: Bool, loopIndex: Int, receipt: String?)
+    case updatePresence(stream: String, session: String, changes: [(key: String, value: String)], reply: QueueReply)
     // To a subscriber's loop:
     case snapshot(StreamSnapshot)
 }
 
-/// The rooms owned by one event loop (a room's name picks its loop, as for queues): their streams, history and
-/// presence. Room messages and presence events are published through the loops' topic fan-out. Touched only on
-/// its loop (timers included), like `QueueHost`.
+/// The rooms (and topics with history) owned by one event loop (the destination picks its loop, as for queues):
+/// their streams, history and presence. Their messages and presence events are published through the loops' topic
+/// fan-out. Touched only on its loop (timers included), like `QueueHost`.
 final class RoomHost: @unchecked Sendable {
     unowned let loop: LoopBroker
-    let policies: RoomPolicies
+    let policies: HistoryPolicies
     private var rooms: [String: Room] = [:]
     /// Offsets of presence events, over all rooms of this loop: a feed's offsets keep growing even when its room is
     /// forgotten and comes back.
     private var presenceVersion: UInt64 = 0
+    /// Rooms with count-only presence subscribers. Kept apart from the rooms: a room may be forgotten (empty) and
+    /// come back while they wait for its count.
+    private var countFeeds: Set<String> = []
     private var eventCounter: UInt64 = 0
     private var sweepTask: RepeatedTask?
     private let allocator = ByteBufferAllocator()
@@ -78,35 +87,47 @@ final class RoomHost: @unchecked Sendable {
     /// Count-only presence subscribers get at most one update per this interval.
     static let countInterval = TimeAmount.seconds(1)
 
-    init(loop: LoopBroker, policies: RoomPolicies) {
+    init(loop: LoopBroker, policies: HistoryPolicies) {
         self.loop = loop
         self.policies = policies
     }
 
-    /// The loop owning room `name`.
-    func owner(of name: String) -> Int {
-        self.loop.queueHost.owner(of: RoomName.roomPrefix + name)
+    /// Whether a topic has a history policy, by destination: looked up once per destination, not per SEND.
+    private var topicHistoryCache: [String: Bool] = [:]
+
+    func topicHasHistory(_ destination: String) -> Bool {
+        if let known = self.topicHistoryCache[destination] { return known }
+        if self.topicHistoryCache.count >= LoopBroker.cacheLimit { self.topicHistoryCache.removeAll(keepingCapacity: true) }
+        let known = self.policies.policy(for: destination) != nil
+        self.topicHistoryCache[destination] = known
+        return known
     }
 
-    func post(_ command: RoomCommand, toOwnerOf name: String) {
-        self.loop.queueHost.post(.room(command), to: self.owner(of: name))
+    /// The loop owning stream `stream` (a room's or topic's destination).
+    func owner(of stream: String) -> Int {
+        self.loop.queueHost.owner(of: stream)
+    }
+
+    func post(_ command: RoomCommand, toOwnerOf stream: String) {
+        self.loop.queueHost.post(.room(command), to: self.owner(of: stream))
     }
 
     func handle(_ command: RoomCommand) {
         switch command {
-        case .publish(let name, let headers, let body, let user, let messageID, let reply):
-            self.publish(room: name, headers: headers, body: body, user: user, messageID: messageID, reply: reply)
+        case .publish(let stream, let headers, let body, let user, let messageID, let reply):
+            self.publish(stream: stream, headers: headers, body: body, user: user, messageID: messageID, reply: reply)
         case .join(let join):
             self.join(join)
-        case .leave(let name, let session, let subscription):
-            guard let room = self.rooms[name] else { return }
+        case .leave(let stream, let session, let subscription):
+            guard let room = self.rooms[stream] else { return }
             if let change = room.leave(Room.ConnectionKey(session: session, subscription: subscription)) {
                 self.publishPresence(change, in: room)
             }
             self.forgetIfEmpty(room)
-        case .watchPresence(let name, let subscription, let countOnly, let loopIndex, let receipt):
-            let room = self.room(name)
+        case .watchPresence(let stream, let subscription, let countOnly, let loopIndex, let receipt):
+            let room = self.room(stream)
             if countOnly {
+                self.countFeeds.insert(stream)
                 room.countFeedActive = true
                 if room.lastPublishedCount < 0 { room.lastPublishedCount = room.members.count }
             }
@@ -117,14 +138,14 @@ final class RoomHost: @unchecked Sendable {
             )
             self.loop.queueHost.post(.room(.snapshot(snapshot)), to: loopIndex)
             self.forgetIfEmpty(room)
-        case .updatePresence(let name, let session, let changes, let reply):
-            let updated = self.rooms[name]?.update(session: session, changes: changes) ?? []
+        case .updatePresence(let stream, let session, let changes, let reply):
+            let updated = self.rooms[stream]?.update(session: session, changes: changes) ?? []
             if updated.isEmpty {
-                let refusal = "this session is not in room '\(RoomName.roomPrefix)\(name)': SUBSCRIBE to it before updating presence"
+                let refusal = "this session is not in room '\(stream)': SUBSCRIBE to it before updating presence"
                 self.loop.queueHost.post(.enqueued(reply, refusal: refusal), to: reply.loopIndex)
                 return
             }
-            for user in updated { self.publishPresence(.update(user: user), in: self.rooms[name]!) }
+            for user in updated { self.publishPresence(.update(user: user), in: self.rooms[stream]!) }
             if reply.wantsSuccess { self.loop.queueHost.post(.enqueued(reply, refusal: nil), to: reply.loopIndex) }
         case .snapshot(let snapshot):
             self.loop.deliverSnapshot(snapshot)
@@ -133,11 +154,15 @@ final class RoomHost: @unchecked Sendable {
 
     // MARK: rooms
 
-    private func room(_ name: String, epoch: String? = nil) -> Room {
-        if let room = self.rooms[name] { return room }
+    private func room(_ stream: String, epoch: String? = nil) -> Room {
+        if let room = self.rooms[stream] { return room }
         let epoch = epoch ?? String(UInt64.random(in: 1...UInt64.max), radix: 36)
-        let room = Room(name: name, epoch: epoch, policy: self.policies.policy(for: RoomName.roomPrefix + name))
-        self.rooms[name] = room
+        // A topic whose history policy went away (a restart with another configuration) keeps nothing.
+        var noHistory = HistoryPolicy()
+        noHistory.history = 0
+        let room = Room(stream: stream, epoch: epoch, policy: self.policies.policy(for: stream) ?? noHistory)
+        room.countFeedActive = self.countFeeds.contains(stream)
+        self.rooms[stream] = room
         if self.sweepTask == nil {
             self.sweepTask = self.loop.eventLoop.scheduleRepeatedTask(initialDelay: Self.sweepInterval, delay: Self.sweepInterval) { _ in
                 self.sweep()
@@ -147,8 +172,8 @@ final class RoomHost: @unchecked Sendable {
     }
 
     private func forgetIfEmpty(_ room: Room) {
-        guard room.isEmpty, self.rooms[room.name] === room else { return }
-        self.rooms[room.name] = nil
+        guard room.isEmpty, self.rooms[room.stream] === room else { return }
+        self.rooms[room.stream] = nil
         if room.countFeedActive, room.lastPublishedCount != 0 { self.publishCount(room) }
     }
 
@@ -164,15 +189,15 @@ final class RoomHost: @unchecked Sendable {
     /// Drops the room's expired history, from the store too.
     private func expire(_ room: Room, now: Int64) {
         guard let through = room.expire(now: now), self.loop.queueHost.store != nil else { return }
-        self.loop.queueHost.appendStoreOperation(.trimRoom(room: room.name, through: through))
+        self.loop.queueHost.appendStoreOperation(.trimStream(stream: room.stream, through: through))
     }
 
     /// Puts back the rooms' kept messages after a restart (each room's in offset order), with their epochs, so
     /// clients resume across the restart.
-    func restore(_ messages: [StoredRoomMessage]) {
+    func restore(_ messages: [KeptMessage]) {
         let now = WallClock.milliseconds()
         for stored in messages {
-            let room = self.rooms[stored.room] ?? self.room(stored.room, epoch: stored.epoch)
+            let room = self.rooms[stored.stream] ?? self.room(stored.stream, epoch: stored.epoch)
             room.restore(stored.message, keptAt: stored.keptAt)
         }
         for room in Array(self.rooms.values) {
@@ -182,34 +207,36 @@ final class RoomHost: @unchecked Sendable {
         self.loop.queueHost.submitStoreOperations()
     }
 
-    private func publish(room name: String, headers: STOMPHeaders, body: ByteBuffer, user: String, messageID: String, reply: QueueReply?) {
-        let room = self.room(name)
+    private func publish(stream: String, headers: STOMPHeaders, body: ByteBuffer, user: String?, messageID: String, reply: QueueReply?) {
+        guard let words = LoopBroker.routingWords(stream) else { return }
+        let room = self.room(stream)
         let now = WallClock.milliseconds()
         self.expire(room, now: now)
         let offset = room.nextOffset()
+        var stamps: [(name: String, value: String)] = [("x-offset", String(offset)), ("x-epoch", room.epoch)]
+        if let user { stamps.append(("user-name", user)) }
         let message = BrokerMessage(
-            destination: RoomName.roomPrefix + name, messageID: messageID, sendHeaders: headers, body: body,
-            allocator: self.allocator,
-            serverHeaders: [("x-offset", String(offset)), ("x-epoch", room.epoch), ("user-name", user)], offset: offset
+            destination: stream, messageID: messageID, sendHeaders: headers, body: body, allocator: self.allocator,
+            serverHeaders: stamps, offset: offset
         )
         let oldest = room.oldestKeptOffset
         if room.keep(message, now: now), self.loop.queueHost.store != nil {
             // Kept in the store too (group commit with the loop's other writes); what it pushed out goes.
             self.loop.queueHost.appendStoreOperation(
-                .keepRoomMessage(StoredRoomMessage(room: name, epoch: room.epoch, keptAt: now, message: message)), reply: reply
+                .keepMessage(KeptMessage(stream: stream, epoch: room.epoch, keptAt: now, message: message)), reply: reply
             )
             if let oldest, let newOldest = room.oldestKeptOffset, newOldest > oldest {
-                self.loop.queueHost.appendStoreOperation(.trimRoom(room: name, through: newOldest - 1))
+                self.loop.queueHost.appendStoreOperation(.trimStream(stream: stream, through: newOldest - 1))
             }
         } else if let reply, reply.wantsSuccess {
             self.loop.queueHost.post(.enqueued(reply, refusal: nil), to: reply.loopIndex)
         }
-        self.loop.publish(message, words: RoomName.words(.room, room: Substring(name)))
+        self.loop.publish(message, words: words)
         self.forgetIfEmpty(room)
     }
 
     private func join(_ join: RoomJoin) {
-        let room = self.room(join.room)
+        let room = self.room(join.stream)
         self.expire(room, now: WallClock.milliseconds())
         var messages: [BrokerMessage] = []
         var recovered: Bool?
@@ -224,8 +251,10 @@ final class RoomHost: @unchecked Sendable {
         } else if let count = join.history {
             messages = room.last(count)
         }
-        let key = Room.ConnectionKey(session: join.session, subscription: join.subscription.id)
-        if let change = room.join(key, user: join.user, meta: join.meta) { self.publishPresence(change, in: room) }
+        if join.isMember {
+            let key = Room.ConnectionKey(session: join.session, subscription: join.subscription.id)
+            if let change = room.join(key, user: join.user, meta: join.meta) { self.publishPresence(change, in: room) }
+        }
         var receiptHeaders: [(name: String, value: String)] = [("x-epoch", room.epoch), ("x-offset", String(room.lastOffset))]
         if let recovered { receiptHeaders.append(("x-recovered", recovered ? "true" : "false")) }
         let snapshot = StreamSnapshot(
@@ -233,6 +262,7 @@ final class RoomHost: @unchecked Sendable {
             notRecovered: recovered == false, receipt: join.receipt, receiptHeaders: receiptHeaders
         )
         self.loop.queueHost.post(.room(.snapshot(snapshot)), to: join.loopIndex)
+        self.forgetIfEmpty(room)
     }
 
     // MARK: presence
@@ -240,7 +270,7 @@ final class RoomHost: @unchecked Sendable {
     private func publishPresence(_ change: Room.PresenceChange, in room: Room) {
         self.presenceVersion += 1
         let diff = self.presenceMessage(room, kind: "diff", json: room.diffJSON(change), offset: self.presenceVersion)
-        self.loop.publish(diff, words: RoomName.words(.presence, room: Substring(room.name)))
+        self.loop.publish(diff, words: RoomName.words(.presence, room: room.name))
         if room.countFeedActive, !room.countPublishScheduled {
             room.countPublishScheduled = true
             self.loop.eventLoop.scheduleTask(in: Self.countInterval) {
@@ -258,9 +288,9 @@ final class RoomHost: @unchecked Sendable {
         self.presenceVersion += 1
         let message = self.presenceMessage(
             room, kind: "count", json: "{\"count\":\(count)}", offset: self.presenceVersion,
-            route: RoomName.route(.presenceCount, room: Substring(room.name))
+            route: RoomName.route(.presenceCount, room: room.name)
         )
-        self.loop.publish(message, words: RoomName.words(.presenceCount, room: Substring(room.name)))
+        self.loop.publish(message, words: RoomName.words(.presenceCount, room: room.name))
     }
 
     private func presenceMessage(_ room: Room, kind: String, json: String, offset: UInt64, route: String? = nil) -> BrokerMessage {
@@ -278,37 +308,44 @@ final class RoomHost: @unchecked Sendable {
 // MARK: - the sessions' side
 
 extension LoopBroker {
-    /// Joins a room; the subscription (already subscribed on this loop, with a cursor) gets its history, then live
-    /// messages, then the RECEIPT `join.receipt`.
+    /// Joins a room, or starts reading a topic's history; the subscription (already subscribed on this loop, with a
+    /// cursor) gets its history, then live messages, then the RECEIPT `join.receipt`.
     public func joinRoom(_ join: RoomJoin) {
-        self.roomHost.post(.join(join), toOwnerOf: join.room)
+        self.roomHost.post(.join(join), toOwnerOf: join.stream)
     }
 
-    public func leaveRoom(_ room: String, session: String, subscription: String) {
-        self.roomHost.post(.leave(room: room, session: session, subscription: subscription), toOwnerOf: room)
+    /// A room member's connection leaves (`stream`: the room's destination).
+    public func leaveRoom(_ stream: String, session: String, subscription: String) {
+        self.roomHost.post(.leave(stream: stream, session: session, subscription: subscription), toOwnerOf: stream)
     }
 
-    /// A SEND to room `room` by `user`: stamped with its offset and fanned out by the room's loop. `reply` hears
-    /// when it is kept (on disk, with a store).
-    public func publishToRoom(
-        _ room: String, headers: STOMPHeaders, body: ByteBuffer, user: String, messageID: String, reply: QueueReply? = nil
+    /// A SEND to a room, or a topic with history: stamped with its offset and fanned out by the stream's loop.
+    /// `user`: the author (`user-name`). `reply` hears when it is kept (on disk, with a store).
+    public func publishToStream(
+        _ stream: String, headers: STOMPHeaders, body: ByteBuffer, user: String?, messageID: String, reply: QueueReply? = nil
     ) {
         self.roomHost.post(
-            .publish(room: room, headers: headers, body: body, user: user, messageID: messageID, reply: reply), toOwnerOf: room
+            .publish(stream: stream, headers: headers, body: body, user: user, messageID: messageID, reply: reply), toOwnerOf: stream
         )
     }
 
-    /// Starts a presence subscription (subscribed on this loop, with a cursor): the state, then changes.
-    public func watchPresence(_ room: String, subscription: TopicSubscription, countOnly: Bool, receipt: String?) {
+    /// Starts a presence subscription to room `stream` (subscribed on this loop, with a cursor): the state, then
+    /// changes.
+    public func watchPresence(_ stream: String, subscription: TopicSubscription, countOnly: Bool, receipt: String?) {
         self.roomHost.post(
-            .watchPresence(room: room, subscription: subscription, countOnly: countOnly, loopIndex: self.index, receipt: receipt),
-            toOwnerOf: room
+            .watchPresence(stream: stream, subscription: subscription, countOnly: countOnly, loopIndex: self.index, receipt: receipt),
+            toOwnerOf: stream
         )
     }
 
-    /// Merges `changes` into the metadata of `session`'s connections in `room`; `reply` hears a refusal when the
-    /// session is not in it (and success, if it wants that).
-    public func updatePresence(_ room: String, session: String, changes: [(key: String, value: String)], reply: QueueReply) {
-        self.roomHost.post(.updatePresence(room: room, session: session, changes: changes, reply: reply), toOwnerOf: room)
+    /// Merges `changes` into the metadata of `session`'s connections in room `stream`; `reply` hears a refusal
+    /// when the session is not in it (and success, if it wants that).
+    public func updatePresence(_ stream: String, session: String, changes: [(key: String, value: String)], reply: QueueReply) {
+        self.roomHost.post(.updatePresence(stream: stream, session: session, changes: changes, reply: reply), toOwnerOf: stream)
+    }
+
+    /// True when SENDs to topic `destination` go through its stream (a history policy covers it).
+    public func topicHasHistory(_ destination: String) -> Bool {
+        self.roomHost.policies.coversTopics && self.roomHost.topicHasHistory(destination)
     }
 }

@@ -70,12 +70,37 @@ public enum RoomName {
     }
 }
 
-/// How a room keeps its history (a `[[policy]]` table matching `/room/...`).
-public struct RoomPolicy: Sendable, Equatable {
+/// How a room, or a topic with history, keeps its messages (a `[[policy]]` table matching `/room/...` or
+/// `/topic/...`).
+public struct HistoryPolicy: Sendable, Equatable {
     /// Messages kept for `x-history` and `x-resume-from`.
     public var history = 100
     /// How long a kept message stays (ms); nil = until newer ones push it out.
     public var historyTTL: Int64? = 86_400_000
 
     public init() {}
+}
+
+/// The history policies of the configuration: `[[policy]]` tables for `/room/` and `/topic/` patterns, first match
+/// wins. A room no table matches follows the top-level `room-history` settings; a topic no table matches keeps no
+/// history (and its messages carry no offsets).
+public struct HistoryPolicies: Sendable {
+    public var roomDefault: HistoryPolicy
+    public var rules: [(pattern: DestinationPattern, policy: HistoryPolicy)]
+    /// Some table gives topics a history: only then do topic SENDs need a look-up.
+    public let coversTopics: Bool
+
+    public init(roomDefault: HistoryPolicy = HistoryPolicy(), rules: [(pattern: DestinationPattern, policy: HistoryPolicy)] = []) {
+        self.roomDefault = roomDefault
+        self.rules = rules
+        self.coversTopics = rules.contains { $0.pattern.text.hasPrefix(TopicName.prefix) && $0.policy.history > 0 }
+    }
+
+    /// The policy of a room or topic stream; nil for a topic without history.
+    public func policy(for destination: String) -> HistoryPolicy? {
+        if let rule = self.rules.first(where: { $0.pattern.matches(destination) }) {
+            return rule.policy.history > 0 || destination.hasPrefix(RoomName.roomPrefix) ? rule.policy : nil
+        }
+        return destination.hasPrefix(RoomName.roomPrefix) ? self.roomDefault : nil
+    }
 }

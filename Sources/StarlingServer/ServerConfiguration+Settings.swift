@@ -182,8 +182,9 @@ extension ServerConfiguration {
         "max-bytes": "queue-max-bytes", "overflow": "queue-overflow", "ttl-ms": "queue-ttl-ms",
         "expired": "queue-expired", "dead-letter-suffix": "dead-letter-suffix",
     ]
-    /// Keys of a `[[policy]]` table for `/room/` patterns, and the top-level setting each one overrides.
-    static let roomPolicyKeys: [String: String] = ["history": "room-history", "history-ttl-ms": "room-history-ttl-ms"]
+    /// Keys of a `[[policy]]` table for `/room/` and `/topic/` patterns, and the top-level setting each one overrides
+    /// (for rooms; a topic table starts from no history).
+    static let historyPolicyKeys: [String: String] = ["history": "room-history", "history-ttl-ms": "room-history-ttl-ms"]
     /// Policy keys of DESIGN.md for features still being built: named in the error instead of "unknown".
     static let laterPolicyKeys: Set<String> = ["last-value", "slow-consumer", "max-rate", "persistent"]
 
@@ -199,13 +200,16 @@ extension ServerConfiguration {
         var scratch = ServerConfiguration()
         scratch.queues = self.queues
         scratch.rooms = self.rooms
+        let isTopic = match.value.hasPrefix(TopicName.prefix)
+        if isTopic { scratch.rooms.history = 0 }
         var ignored = Logger.Level.info
         for entry in table.entries where entry.key != "match" {
             let queueSetting = Self.queuePolicyKeys[entry.key]
-            if let setting = queueSetting ?? Self.roomPolicyKeys[entry.key] {
-                let prefix = queueSetting != nil ? QueueName.prefix : RoomName.roomPrefix
-                guard match.value.hasPrefix(prefix) else {
-                    throw SettingError("\(entry.location): '\(entry.key)' applies to \(prefix) patterns, not '\(match.value)'")
+            if let setting = queueSetting ?? Self.historyPolicyKeys[entry.key] {
+                let applies = queueSetting != nil ? match.value.hasPrefix(QueueName.prefix) : isTopic || match.value.hasPrefix(RoomName.roomPrefix)
+                guard applies else {
+                    let kinds = queueSetting != nil ? "/queue/ patterns" : "/room/ and /topic/ patterns"
+                    throw SettingError("\(entry.location): '\(entry.key)' applies to \(kinds), not '\(match.value)'")
                 }
                 do {
                     try scratch.apply(setting, entry.value, logLevel: &ignored)
@@ -218,8 +222,8 @@ extension ServerConfiguration {
                 throw SettingError("\(entry.location): unknown policy key '\(entry.key)'")
             }
         }
-        if match.value.hasPrefix(RoomName.roomPrefix) {
-            self.roomPolicyRules.append((pattern, scratch.rooms))
+        if isTopic || match.value.hasPrefix(RoomName.roomPrefix) {
+            self.historyPolicyRules.append((pattern, scratch.rooms))
         } else {
             self.queuePolicyRules.append((pattern, scratch.queues))
         }

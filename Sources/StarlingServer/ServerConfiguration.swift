@@ -39,9 +39,9 @@ public struct ServerConfiguration: Sendable {
     /// `[[policy]]` tables for queues, first match wins.
     public var queuePolicyRules: [(pattern: DestinationPattern, policy: QueuePolicy)] = []
     /// How a `/room/` keeps history when no `[[policy]]` table matches it (the top-level `room-*` settings).
-    public var rooms = RoomPolicy()
+    public var rooms = HistoryPolicy()
     /// `[[policy]]` tables for rooms, first match wins.
-    public var roomPolicyRules: [(pattern: DestinationPattern, policy: RoomPolicy)] = []
+    public var historyPolicyRules: [(pattern: DestinationPattern, policy: HistoryPolicy)] = []
     /// How long, and for how many keys, SEND `idempotency-key`s are remembered.
     public var idempotencyWindowMilliseconds = 300_000
     public var idempotencyMaxKeys = 100_000

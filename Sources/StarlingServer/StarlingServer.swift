@@ -58,7 +58,7 @@ public final class StarlingServer: Service, Sendable {
         self.broker = Broker(
             eventLoops: self.group.makeIterator().map { $0 },
             queuePolicies: QueuePolicies(defaultPolicy: configuration.queues, rules: configuration.queuePolicyRules),
-            roomPolicies: RoomPolicies(defaultPolicy: configuration.rooms, rules: configuration.roomPolicyRules),
+            historyPolicies: HistoryPolicies(roomDefault: configuration.rooms, rules: configuration.historyPolicyRules),
             idempotency: IdempotencyTable(
                 windowMilliseconds: Int64(configuration.idempotencyWindowMilliseconds), capacity: configuration.idempotencyMaxKeys
             ),
@@ -95,7 +95,7 @@ public final class StarlingServer: Service, Sendable {
             let milliseconds = (NIODeadline.now() - began).nanoseconds / 1_000_000
             self.logger.info("store recovered", metadata: [
                 "path": "\(store.path)", "messages": "\(contents.messages.count)",
-                "durable_subscriptions": "\(contents.bindings.count)", "room_messages": "\(contents.roomMessages.count)", "ms": "\(milliseconds)", "fsync": "\(store.sync.rawValue)",
+                "durable_subscriptions": "\(contents.bindings.count)", "kept_messages": "\(contents.keptMessages.count)", "ms": "\(milliseconds)", "fsync": "\(store.sync.rawValue)",
             ])
         }
         let files = StaticFiles(root: self.configuration.webRoot ?? StaticFiles.defaultRoot())

@@ -24,7 +24,7 @@ extension SQLiteMessageStore {
         while try bindings.step() {
             contents.bindings.append((bindings.text(0), bindings.text(1)))
         }
-        contents.roomMessages = try self.readRoomMessages()
+        contents.keptMessages = try self.readKeptMessages()
         let extent = try Statement(db: self.db, sql: "SELECT count(*), min(id), max(id) FROM messages")
         guard try extent.step(), extent.int(0) > 0 else { return contents }
         let (count, lowest, highest) = (Int(extent.int(0)), extent.int(1), extent.int(2))
@@ -78,31 +78,31 @@ extension SQLiteMessageStore {
         return try body(handle)
     }
 
-    /// Every room's kept messages, by room and offset. Only the newest epoch of a room counts (rows of an older one
-    /// would be leftovers of a room that was forgotten).
-    private func readRoomMessages() throws(StoreError) -> [StoredRoomMessage] {
+    /// What rooms and topics keep for history, by stream and offset. Only a stream's newest epoch counts (rows of
+    /// an older one would be leftovers of a room that was forgotten).
+    private func readKeptMessages() throws(StoreError) -> [KeptMessage] {
         let statement = try Statement(
             db: self.db,
             sql: """
-                SELECT room, offset, epoch, message_id, headers, body, kept_at FROM room_messages
-                WHERE epoch = (SELECT epoch FROM room_messages AS newest WHERE newest.room = room_messages.room
+                SELECT stream, offset, epoch, message_id, headers, body, kept_at FROM kept_messages
+                WHERE epoch = (SELECT epoch FROM kept_messages AS newest WHERE newest.stream = kept_messages.stream
                                ORDER BY newest.offset DESC LIMIT 1)
-                ORDER BY room, offset
+                ORDER BY stream, offset
                 """
         )
-        var messages: [StoredRoomMessage] = []
+        var messages: [KeptMessage] = []
         let allocator = ByteBufferAllocator()
         while try statement.step() {
-            let room = statement.text(0)
+            let stream = statement.text(0)
             guard let headers = HeaderCoding.decode(statement.blob(4)) else {
-                throw StoreError("'\(self.path)': a kept message of room '\(room)' has damaged headers")
+                throw StoreError("'\(self.path)': a kept message of '\(stream)' has damaged headers")
             }
             let message = BrokerMessage(
-                destination: RoomName.roomPrefix + room, messageID: statement.text(3), sendHeaders: [:],
+                destination: stream, messageID: statement.text(3), sendHeaders: [:],
                 body: statement.buffer(5, allocator: allocator), allocator: allocator, serverHeaders: Array(headers),
                 offset: UInt64(bitPattern: statement.int(1))
             )
-            messages.append(StoredRoomMessage(room: room, epoch: statement.text(2), keptAt: statement.int(6), message: message))
+            messages.append(KeptMessage(stream: stream, epoch: statement.text(2), keptAt: statement.int(6), message: message))
         }
         return messages
     }

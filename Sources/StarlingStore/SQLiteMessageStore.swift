@@ -112,15 +112,15 @@ public final class SQLiteMessageStore: MessageStore, @unchecked Sendable {
             );
             DROP INDEX IF EXISTS messages_by_queue;
             CREATE TABLE IF NOT EXISTS bindings(queue TEXT PRIMARY KEY, pattern TEXT NOT NULL);
-            CREATE TABLE IF NOT EXISTS room_messages(
-                room TEXT NOT NULL,
+            CREATE TABLE IF NOT EXISTS kept_messages(
+                stream TEXT NOT NULL,
                 offset INTEGER NOT NULL,
                 epoch TEXT NOT NULL,
                 message_id TEXT NOT NULL,
                 headers BLOB NOT NULL,
                 body BLOB NOT NULL,
                 kept_at INTEGER NOT NULL,
-                PRIMARY KEY(room, offset)
+                PRIMARY KEY(stream, offset)
             ) WITHOUT ROWID;
             PRAGMA user_version=\(Self.schemaVersion);
             """)
@@ -251,7 +251,7 @@ public final class SQLiteMessageStore: MessageStore, @unchecked Sendable {
                 } else {
                     result.append(operation)
                 }
-            case .saveBinding, .deleteBinding, .keepRoomMessage, .trimRoom:
+            case .saveBinding, .deleteBinding, .keepMessage, .trimStream:
                 result.append(operation)
             }
         }
@@ -296,13 +296,13 @@ public final class SQLiteMessageStore: MessageStore, @unchecked Sendable {
         case .deleteBinding(let queue):
             statements.deleteBinding.bind(1, queue)
             try statements.deleteBinding.run()
-        case .keepRoomMessage(let stored):
+        case .keepMessage(let stored):
             self.row.removeAll(keepingCapacity: true)
             let messageID = self.row.appendBytes(of: stored.message.messageID)
             let headers = HeaderCoding.encode(stored.message.storedHeaders, into: &self.row)
             let body = self.row.appendBytes(of: stored.message.body)
-            let statement = statements.keepRoomMessage
-            statement.bind(1, stored.room)
+            let statement = statements.keepMessage
+            statement.bind(1, stored.stream)
             statement.bind(2, Int64(bitPattern: stored.message.offset))
             statement.bind(3, stored.epoch)
             statement.bind(7, stored.keptAt)
@@ -313,10 +313,10 @@ public final class SQLiteMessageStore: MessageStore, @unchecked Sendable {
                 return Result { () throws(StoreError) in try statement.run() }
             }
             try result.get()
-        case .trimRoom(let room, let offset):
-            statements.trimRoom.bind(1, room)
-            statements.trimRoom.bind(2, Int64(bitPattern: offset))
-            try statements.trimRoom.run()
+        case .trimStream(let stream, let offset):
+            statements.trimStream.bind(1, stream)
+            statements.trimStream.bind(2, Int64(bitPattern: offset))
+            try statements.trimStream.run()
         }
     }
 

@@ -23,8 +23,8 @@ final class Statements {
     let setDeliveryCount: Statement
     let saveBinding: Statement
     let deleteBinding: Statement
-    let keepRoomMessage: Statement
-    let trimRoom: Statement
+    let keepMessage: Statement
+    let trimStream: Statement
 
     init(db: OpaquePointer) throws(StoreError) {
         // A plain INSERT: store ids are never reused. `OR REPLACE` would make every insert a possible multi-row
@@ -39,11 +39,11 @@ final class Statements {
         self.deleteBinding = try Statement(db: db, sql: "DELETE FROM bindings WHERE queue = ?")
         // OR REPLACE: a room forgotten and started again (a new epoch) reuses offsets; its old rows were trimmed,
         // but a leftover must not fail the whole batch (queue messages share it).
-        self.keepRoomMessage = try Statement(db: db, sql: """
-            INSERT OR REPLACE INTO room_messages(room, offset, epoch, message_id, headers, body, kept_at)
+        self.keepMessage = try Statement(db: db, sql: """
+            INSERT OR REPLACE INTO kept_messages(stream, offset, epoch, message_id, headers, body, kept_at)
             VALUES (?, ?, ?, ?, ?, ?, ?)
             """)
-        self.trimRoom = try Statement(db: db, sql: "DELETE FROM room_messages WHERE room = ? AND offset <= ?")
+        self.trimStream = try Statement(db: db, sql: "DELETE FROM kept_messages WHERE stream = ? AND offset <= ?")
     }
 }
 

@@ -9,16 +9,16 @@ struct RoomTests {
     private func message(_ room: Room, _ text: String) -> BrokerMessage {
         let offset = room.nextOffset()
         return BrokerMessage(
-            destination: "/room/\(room.name)", messageID: text, sendHeaders: [:], body: ByteBuffer(string: text), allocator: .init(),
+            destination: room.stream, messageID: text, sendHeaders: [:], body: ByteBuffer(string: text), allocator: .init(),
             offset: offset
         )
     }
 
     @Test("History keeps the newest messages up to the policy's size; resume works while nothing missed was dropped.")
     func historyAndResume() {
-        var policy = RoomPolicy()
+        var policy = HistoryPolicy()
         policy.history = 3
-        let room = Room(name: "r", epoch: "e1", policy: policy)
+        let room = Room(stream: "/room/r", epoch: "e1", policy: policy)
         for index in 1...5 { room.keep(self.message(room, "m\(index)"), now: 0) }
         #expect(room.lastOffset == 5)
         #expect(room.last(10).map(\.messageID) == ["m3", "m4", "m5"])
@@ -32,9 +32,9 @@ struct RoomTests {
 
     @Test("Kept messages older than the TTL are dropped, and a resume needing them is not recoverable.")
     func historyTTL() {
-        var policy = RoomPolicy()
+        var policy = HistoryPolicy()
         policy.historyTTL = 1_000
-        let room = Room(name: "r", epoch: "e", policy: policy)
+        let room = Room(stream: "/room/r", epoch: "e", policy: policy)
         room.keep(self.message(room, "old"), now: 1_000)
         room.keep(self.message(room, "new"), now: 2_500)
         #expect(room.expire(now: 3_000) == 1)
@@ -47,11 +47,14 @@ struct RoomTests {
 
     @Test("A user with several connections is one member: joins on the first, leaves with the last.")
     func membership() {
-        let room = Room(name: "r", epoch: "e", policy: RoomPolicy())
+        let room = Room(stream: "/room/r", epoch: "e", policy: HistoryPolicy())
         let phone = Room.ConnectionKey(session: "s1", subscription: "1")
         let laptop = Room.ConnectionKey(session: "s2", subscription: "1")
         #expect(room.join(phone, user: "alice", meta: ["device": "phone"]) == .join(user: "alice"))
-        #expect(room.join(laptop, user: "alice", meta: ["device": "laptop"]) == nil)
+        // Another connection of the same user: no join, but its metadata becomes the member's.
+        #expect(room.join(laptop, user: "alice", meta: ["device": "laptop"]) == .update(user: "alice"))
+        #expect(room.join(Room.ConnectionKey(session: "s2", subscription: "2"), user: "alice", meta: ["device": "laptop"]) == nil)
+        #expect(room.leave(Room.ConnectionKey(session: "s2", subscription: "2")) == nil)
         #expect(room.members.count == 1)
         #expect(room.stateJSON(countOnly: false) == #"{"count":1,"members":{"alice":{"connections":2,"meta":{"device":"laptop"}}}}"#)
         #expect(room.update(session: "s1", changes: [("typing", "true"), ("device", "")]) == ["alice"])
@@ -99,7 +102,7 @@ struct RoomStreamTests {
         subscription.cursor = StreamCursor()
         loop.subscribe(subscription)
         loop.joinRoom(RoomJoin(
-            room: room, subscription: subscription, session: "s-\(id)", user: "u-\(id)", meta: [:], history: history,
+            stream: "/room/\(room)", subscription: subscription, session: "s-\(id)", user: "u-\(id)", meta: [:], history: history,
             resumeFrom: resume, loopIndex: loop.index, receipt: "r-\(id)"
         ))
         return subscription
@@ -115,10 +118,10 @@ struct RoomStreamTests {
     func historyThenLive() {
         let loops = [EmbeddedEventLoop(), EmbeddedEventLoop()]
         let broker = Broker(eventLoops: loops)
-        let owner = broker.loops[0].roomHost.owner(of: "lobby")
+        let owner = broker.loops[0].roomHost.owner(of: "/room/lobby")
         let other = 1 - owner
         for index in 1...5 {
-            broker.loops[other].publishToRoom("lobby", headers: [:], body: ByteBuffer(string: "m\(index)"), user: "bob", messageID: "m\(index)")
+            broker.loops[other].publishToStream("/room/lobby", headers: [:], body: ByteBuffer(string: "m\(index)"), user: "bob", messageID: "m\(index)")
         }
         self.runAll(loops)
         // Joins from the other loop, and more messages follow in the same hop: the owner publishes them after taking
@@ -126,7 +129,7 @@ struct RoomStreamTests {
         let sink = RecordingSink()
         _ = self.join(broker.loops[other], sink, id: "a", room: "lobby", history: 3)
         for index in 6...8 {
-            broker.loops[other].publishToRoom("lobby", headers: [:], body: ByteBuffer(string: "m\(index)"), user: "bob", messageID: "m\(index)")
+            broker.loops[other].publishToStream("/room/lobby", headers: [:], body: ByteBuffer(string: "m\(index)"), user: "bob", messageID: "m\(index)")
         }
         self.runAll(loops)
         #expect(self.offsets(sink, "a") == [3, 4, 5, 6, 7, 8])
@@ -139,14 +142,14 @@ struct RoomStreamTests {
     @Test("A resume delivers exactly what was missed; one past the history is reported not recovered.")
     func resume() throws {
         let loops = [EmbeddedEventLoop(), EmbeddedEventLoop()]
-        var policy = RoomPolicy()
+        var policy = HistoryPolicy()
         policy.history = 4
-        let broker = Broker(eventLoops: loops, roomPolicies: RoomPolicies(defaultPolicy: policy))
+        let broker = Broker(eventLoops: loops, historyPolicies: HistoryPolicies(roomDefault: policy))
         let first = RecordingSink()
         _ = self.join(broker.loops[0], first, id: "a", room: "r")
         self.runAll(loops)
         for index in 1...6 {
-            broker.loops[1].publishToRoom("r", headers: [:], body: ByteBuffer(string: "m\(index)"), user: "bob", messageID: "m\(index)")
+            broker.loops[1].publishToStream("/room/r", headers: [:], body: ByteBuffer(string: "m\(index)"), user: "bob", messageID: "m\(index)")
         }
         self.runAll(loops)
         let epoch = try #require(first.receipts.first?.headers.first { $0.name == "x-epoch" }?.value)
@@ -163,7 +166,7 @@ struct RoomStreamTests {
         self.runAll(loops)
         #expect(late.receipts.first?.headers.contains { $0 == ("x-recovered", "false") } == true)
         #expect(late.delivered.isEmpty)
-        broker.loops[0].publishToRoom("r", headers: [:], body: ByteBuffer(string: "m7"), user: "bob", messageID: "m7")
+        broker.loops[0].publishToStream("/room/r", headers: [:], body: ByteBuffer(string: "m7"), user: "bob", messageID: "m7")
         self.runAll(loops)
         // The first message after a failed resume says so.
         #expect(late.delivered.map(\.messageID) == ["m7"])

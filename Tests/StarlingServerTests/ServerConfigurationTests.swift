@@ -86,6 +86,8 @@ struct ServerConfigurationTests {
             ("[[policy]]\nmatch = \"/queue/a\"\ncolour = 1\n", ":3: unknown policy key 'colour'"),
             ("[[policy]]\nmatch = \"/topic/a\"\nmax-length = 1\n", ":3: 'max-length' applies to /queue/ patterns"),
             ("[[policy]]\nmatch = \"/topic/a\"\nlast-value = true\n", ":3: policy key 'last-value' is not supported by this version"),
+            ("[[policy]]\nmatch = \"/queue/a\"\nhistory = 5\n", ":3: 'history' applies to /room/ and /topic/ patterns"),
+            ("[[policy]]\nmatch = \"/room/a\"\nhistory = -1\n", ":3: history: expected an integer"),
         ] {
             let bad = try self.write(text)
             do {
@@ -95,6 +97,32 @@ struct ServerConfigurationTests {
                 #expect(error.description.hasPrefix(bad + message), "\(error.description)")
             }
         }
+    }
+
+    @Test("History policies: rooms default to the top-level room settings, topics keep history only where a table says so.")
+    func historyPolicies() throws {
+        let file = try self.write("""
+            room-history = 20
+            [[policy]]
+            match = "/room/support.#"
+            history-ttl-ms = 0
+            [[policy]]
+            match = "/topic/prices.*"
+            history = 5
+            [[policy]]
+            match = "/topic/news.#"
+            history-ttl-ms = 1000
+            """)
+        let (configuration, _) = try ServerConfiguration.resolve(flags: [:], environment: [:], configFile: file)
+        let policies = HistoryPolicies(roomDefault: configuration.rooms, rules: configuration.historyPolicyRules)
+        #expect(policies.policy(for: "/room/lobby")?.history == 20)
+        let support = policies.policy(for: "/room/support.eu")
+        #expect(support?.history == 20 && support?.historyTTL == nil)
+        #expect(policies.policy(for: "/topic/prices.aapl")?.history == 5)
+        #expect(policies.policy(for: "/topic/prices.a.b") == nil, "* is one word")
+        #expect(policies.policy(for: "/topic/news.x") == nil, "a topic table without history keeps none")
+        #expect(policies.policy(for: "/topic/other") == nil)
+        #expect(policies.coversTopics)
     }
 
     @Test("The WebSocket message limit defaults to the body limit plus room for headers.")

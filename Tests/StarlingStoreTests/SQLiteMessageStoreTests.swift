@@ -39,30 +39,30 @@ struct SQLiteMessageStoreTests {
         if let error = result.withLockedValue({ $0 }) { throw error }
     }
 
-    private func roomMessage(_ room: String, _ offset: UInt64, epoch: String = "e1") -> StoredRoomMessage {
+    private func keptMessage(_ stream: String, _ offset: UInt64, epoch: String = "e1") -> KeptMessage {
         let message = BrokerMessage(
-            destination: "/room/\(room)", messageID: "m-\(offset)", sendHeaders: ["x-custom": "v:1"], body: ByteBuffer(string: "hi \(offset)"),
+            destination: stream, messageID: "m-\(offset)", sendHeaders: ["x-custom": "v:1"], body: ByteBuffer(string: "hi \(offset)"),
             allocator: ByteBufferAllocator(),
             serverHeaders: [("x-offset", "\(offset)"), ("x-epoch", epoch), ("user-name", "alice")], offset: offset
         )
-        return StoredRoomMessage(room: room, epoch: epoch, keptAt: 1_000 + Int64(offset), message: message)
+        return KeptMessage(stream: stream, epoch: epoch, keptAt: 1_000 + Int64(offset), message: message)
     }
 
-    @Test("Rooms' kept messages survive reopening, trimmed, by room and offset, with the server's headers intact")
-    func roomMessages() throws {
+    @Test("Kept messages of rooms and topics survive reopening, trimmed, by stream and offset, with the server's headers intact")
+    func keptMessages() throws {
         let directory = self.directory()
-        let kept = (1...5).map { self.roomMessage("lobby", $0) }
+        let kept = (1...5).map { self.keptMessage("/room/lobby", $0) }
         do {
             let store = try SQLiteMessageStore(directory: directory)
             store.start()
-            try self.apply(store, kept.map { .keepRoomMessage($0) } + [.keepRoomMessage(self.roomMessage("b", 1))])
-            try self.apply(store, [.trimRoom(room: "lobby", through: 2)])
+            try self.apply(store, kept.map { .keepMessage($0) } + [.keepMessage(self.keptMessage("/topic/b", 1))])
+            try self.apply(store, [.trimStream(stream: "/room/lobby", through: 2)])
             store.close()
         }
-        let recovered = try SQLiteMessageStore(directory: directory).recover().roomMessages
-        #expect(recovered == [self.roomMessage("b", 1)] + Array(kept[2...]))
-        #expect(recovered.last?.message.headers["user-name"] == "alice")
-        #expect(recovered.last?.message.shared == kept.last?.message.shared)
+        let recovered = try SQLiteMessageStore(directory: directory).recover().keptMessages
+        #expect(recovered == Array(kept[2...]) + [self.keptMessage("/topic/b", 1)])
+        #expect(recovered[2].message.headers["user-name"] == "alice")
+        #expect(recovered[2].message.shared == kept.last?.message.shared)
     }
 
     @Test("Inserts, deletes, delivery counts and bindings survive closing and reopening, in store-id order")

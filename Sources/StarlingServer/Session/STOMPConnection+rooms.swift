@@ -13,28 +13,44 @@ extension STOMPConnection {
         return self.sessionID
     }
 
-    /// Joins a room or watches its presence. The RECEIPT (if any) follows the snapshot, from `deliverSnapshot`.
-    func subscribeRoom(id: String, destination: String, ackMode: AckMode, options: SessionStateMachine.RoomOptions, receipt: String?) {
-        guard let name = RoomName.name(of: destination) else { return }
+    /// True when a SUBSCRIBE to `destination` reads a stream (with `x-history`, `x-resume-from`): a room, a presence
+    /// feed, or a topic with a history policy named exactly (a wildcard subscription gets live messages only).
+    func isStream(_ destination: String) -> Bool {
+        if RoomName.name(of: destination) != nil { return true }
+        return destination.hasPrefix(TopicName.prefix) && self.loop.topicHasHistory(destination)
+            && (try? TopicName.publishWords(destination)) != nil
+    }
+
+    /// Joins a room, watches its presence, or reads a topic's history. The RECEIPT (if any) follows the snapshot,
+    /// from `deliverSnapshot`.
+    func subscribeStream(id: String, destination: String, ackMode: AckMode, options: SessionStateMachine.RoomOptions, receipt: String?) {
+        let subscription: TopicSubscription
+        let stream: String
         let isPresence = destination.hasPrefix(RoomName.presencePrefix)
-        let feed: RoomName.Feed = isPresence ? (options.countOnly ? .presenceCount : .presence) : .room
-        let subscription = TopicSubscription(
-            id: id, destination: RoomName.route(feed, room: name), words: RoomName.words(feed, room: name), ackMode: ackMode,
-            version: self.version, sink: self
-        )
+        if let name = RoomName.name(of: destination) {
+            let feed: RoomName.Feed = isPresence ? (options.countOnly ? .presenceCount : .presence) : .room
+            stream = RoomName.roomPrefix + name
+            subscription = TopicSubscription(
+                id: id, destination: RoomName.route(feed, room: name), words: RoomName.words(feed, room: name), ackMode: ackMode,
+                version: self.version, sink: self
+            )
+        } else {
+            guard let words = try? TopicName.publishWords(destination) else { return }
+            stream = destination
+            subscription = TopicSubscription(id: id, destination: destination, words: words, ackMode: ackMode, version: self.version, sink: self)
+        }
         subscription.cursor = StreamCursor()
         self.subscriptions[id] = subscription
         if ackMode != .auto { self.clientAckTopicSubscriptions += 1 }
         // Subscribed before the owning loop hears of it: whatever it publishes after taking the snapshot reaches us.
         self.loop.subscribe(subscription)
-        let room = String(name)
         if isPresence {
-            self.loop.watchPresence(room, subscription: subscription, countOnly: options.countOnly, receipt: receipt)
+            self.loop.watchPresence(stream, subscription: subscription, countOnly: options.countOnly, receipt: receipt)
             return
         }
         let resume = options.resumeEpoch.map { (epoch: $0, offset: options.resumeOffset) }
         let join = RoomJoin(
-            room: room, subscription: subscription, session: self.sessionID, user: self.userName, meta: options.meta,
+            stream: stream, subscription: subscription, session: self.sessionID, user: self.userName, meta: options.meta,
             history: options.history, resumeFrom: resume, loopIndex: self.loop.index, receipt: receipt
         )
         self.loop.joinRoom(join)
@@ -44,22 +60,22 @@ extension STOMPConnection {
     func leaveRoom(_ subscription: TopicSubscription) {
         subscription.cursor?.isActive = false
         guard subscription.destination.hasPrefix(RoomName.roomPrefix) else { return }
-        let room = String(subscription.destination.dropFirst(RoomName.roomPrefix.count))
-        self.loop.leaveRoom(room, session: self.sessionID, subscription: subscription.id)
+        self.loop.leaveRoom(subscription.destination, session: self.sessionID, subscription: subscription.id)
     }
 
-    /// A SEND to `/room/<name>`: the owning loop gives it its offset and fans it out. Its receipt waits until the
-    /// room keeps it (on disk, with a store).
-    func publishToRoom(
+    /// A SEND to a room (or a topic with history): the owning loop gives it its offset and fans it out. Its receipt
+    /// waits until the stream keeps it (on disk, with a store).
+    func publishToStream(
         _ destination: String, _ headers: STOMPHeaders, _ body: ByteBuffer, messageID: String, token: UInt64, wantsReceipt: Bool
     ) {
-        guard let name = RoomName.name(of: destination) else { return }
         var reply: QueueReply?
         if wantsReceipt {
             reply = QueueReply(loopIndex: self.loop.index, sink: self, token: token, wantsSuccess: true)
             self.queue.expectReply(token)
         }
-        self.loop.publishToRoom(String(name), headers: headers, body: body, user: self.userName, messageID: messageID, reply: reply)
+        // Room messages always name their author; topic messages when the sender has a login.
+        let user = destination.hasPrefix(RoomName.roomPrefix) ? self.userName : self.login.flatMap { $0.isEmpty ? nil : $0 }
+        self.loop.publishToStream(destination, headers: headers, body: body, user: user, messageID: messageID, reply: reply)
     }
 
     /// A SEND to `/presence/<name>`: merges its `x-presence-*` headers into this session's metadata in the room.
@@ -73,8 +89,7 @@ extension STOMPConnection {
         }
         let reply = QueueReply(loopIndex: self.loop.index, sink: self, token: token, wantsSuccess: wantsReceipt)
         if wantsReceipt { self.queue.expectReply(token) }
-        let room = String(name)
-        self.loop.updatePresence(room, session: self.sessionID, changes: changes, reply: reply)
+        self.loop.updatePresence(RoomName.roomPrefix + name, session: self.sessionID, changes: changes, reply: reply)
     }
 
     /// Writes room or presence MESSAGEs with `marks` (e.g. `x-history:true`) after the per-subscriber head.

@@ -109,9 +109,9 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
             if let login, !login.isEmpty { self.authorHeaders = [("user-name", login)] }
             self.writeFrame(frame)
             self.startHeartbeats(heartbeat)
-        case .subscribe(let id, let destination, let ackMode, _, _, let room?, let receipt):
-            self.subscribeRoom(id: id, destination: destination, ackMode: ackMode, options: room, receipt: receipt)
-        case .subscribe(let id, let destination, let ackMode, let prefetch, let durable, nil, let receipt):
+        case .subscribe(let id, let destination, let ackMode, _, false, let options?, let receipt) where self.isStream(destination):
+            self.subscribeStream(id: id, destination: destination, ackMode: ackMode, options: options, receipt: receipt)
+        case .subscribe(let id, let destination, let ackMode, let prefetch, let durable, _, let receipt):
             guard self.subscribe(id: id, destination: destination, ackMode: ackMode, prefetch: prefetch, durable: durable, receipt: receipt)
             else { return }
             self.sendReceipt(receipt)
@@ -170,6 +170,7 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
             // Presence updates may be refused and room SENDs wait for the store: they need a token like queue SENDs.
             return publish.destination.hasPrefix(QueueName.prefix) || publish.destination.hasPrefix(TempQueueName.prefix)
                 || publish.destination.hasPrefix(RoomName.presencePrefix) || publish.destination.hasPrefix(RoomName.roomPrefix)
+                || self.loop.topicHasHistory(publish.destination)
         }
         guard touchesQueues else {
             for item in work {
@@ -215,8 +216,8 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
         }
         self.messageCounter &+= 1
         let messageID = "\(self.sessionID)-\(self.messageCounter)"
-        if destination.hasPrefix(RoomName.roomPrefix) {
-            self.publishToRoom(destination, headers, publish.body, messageID: messageID, token: token, wantsReceipt: wantsReceipt)
+        if destination.hasPrefix(RoomName.roomPrefix) || self.loop.topicHasHistory(destination) {
+            self.publishToStream(destination, headers, publish.body, messageID: messageID, token: token, wantsReceipt: wantsReceipt)
             return
         }
         let message = BrokerMessage(

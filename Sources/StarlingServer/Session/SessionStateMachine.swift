@@ -291,7 +291,8 @@ struct SessionStateMachine {
             return self.fail("too many subscriptions on this connection (limit \(self.configuration.maxSubscriptions))", receipt: receipt)
         }
         var room: RoomOptions?
-        if RoomName.name(of: destination) != nil {
+        let readsHistory = destination.hasPrefix(TopicName.prefix) && (frame.headers.contains("x-history") || frame.headers.contains("x-resume-from"))
+        if RoomName.name(of: destination) != nil || readsHistory {
             switch Self.roomOptions(frame.headers, presence: destination.hasPrefix(RoomName.presencePrefix)) {
             case .success(let options): room = options
             case .failure(let problem): return self.fail(problem.description, receipt: receipt)
