@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Installs what building and testing Starling needs on a fresh Debian machine of this kind:
-# zlib, OpenSSL and SQLite headers (system-library targets) and, with --test, the Python clients of the end-to-end tests.
+# zlib, OpenSSL and SQLite headers (system-library targets) and, with --test, the Python clients of the end-to-end
+# tests and headless Chromium (with its WebDriver) for the browser tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+packages=(zlib1g-dev libssl-dev libsqlite3-dev pkg-config)
+[ "${1:-}" = "--test" ] && packages+=(chromium chromium-driver)
 missing=()
-for package in zlib1g-dev libssl-dev libsqlite3-dev pkg-config; do
+for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -16,5 +19,5 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 if [ "${1:-}" = "--test" ]; then
-    python3 -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+    python3 -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt -r tests/browser/requirements.txt
 fi

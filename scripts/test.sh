@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up and runs every test: the Swift suites (unit + in-process end-to-end) and the end-to-end suite in
 # tests/e2e, where third-party clients (stomp.py over TCP and WebSocket, websockets with permessage-deflate)
-# talk to a real server process. Then the delivery-path regression gate (benchmarks/guard.sh: malloc counts of
+# talk to a real server process; then the browser suite (tests/browser: starling.js and the chat page in headless
+# Chromium). Then the delivery-path regression gate (benchmarks/guard.sh: malloc counts of
 # the fan-out path against Benchmarks/Thresholds; ~8 min of release build on a fresh clone). Set
 # STARLING_SKIP_GUARD=1 to skip the gate locally.
 set -euo pipefail
@@ -13,6 +14,9 @@ swift test --skip-build
 
 STARLING_BIN="$PWD/.build/debug/starling" STARLING_LOADTEST_BIN="$PWD/.build/debug/starling-loadtest" \
     python3 -m pytest -q -p no:cacheprovider tests/e2e benchmarks/test_report.py
+
+# The browser client and the chat page in headless Chromium against a real server (must run here, not skip).
+STARLING_BIN="$PWD/.build/debug/starling" STARLING_REQUIRE_BROWSER=1 python3 -m pytest -q -p no:cacheprovider tests/browser
 
 if [ "${STARLING_SKIP_GUARD:-0}" != "1" ]; then
     benchmarks/guard.sh

@@ -1,15 +1,39 @@
-// starling.js: a dependency-free STOMP 1.2 (1.1, 1.0) client over WebSocket, as an ES module.
+// starling.js: a dependency-free STOMP 1.2 (1.1, 1.0) client over WebSocket, as an ES module, with chat
+// rooms (history, resume after reconnect, presence).
 //
 //   import { StarlingClient } from "/starling.js";
 //   const client = new StarlingClient("ws://127.0.0.1:8080/ws", { reconnect: true });
-//   await client.connect();
+//   await client.connect({ login: "alice" });            // the login is your user name in rooms
 //   const sub = client.subscribe("/topic/chat.lobby", (msg) => console.log(msg.headers, msg.body));
 //   await client.send("/topic/chat.lobby", "hello", { receipt: true });
 //   sub.unsubscribe();
+//
+// Rooms (docs/rooms.md): `joinRoom` subscribes to /room/<name> (and /presence/<name>), asks for history on
+// the first join, remembers the last (epoch, offset) delivered and resumes from it after a reconnect
+// (`x-resume-from`), never delivering a message twice. When the server cannot resume (`x-recovered:false`),
+// the room emits "reset" and reloads the history.
+//
+//   const room = client.joinRoom("lobby", {
+//     history: 50,                                       // x-history on the first join (and after a reset)
+//     meta: { status: "online" },                        // x-presence-status:online
+//     onMessage: (m) => console.log(m.user, m.body, m.offset, m.isHistory),
+//     onPresence: (presence, change) => console.log(presence.count, presence.list(), change),
+//     onReset: (info) => console.log("history lost, reloading", info),
+//   });
+//   await room.ready;                                    // the first join's RECEIPT
+//   await room.send("hi", { receipt: true });
+//   room.setMeta({ typing: true });                      // later: room.setMeta({ typing: null }) removes it
+//   room.leave();
 //   await client.disconnect();
 //
+// Heart-beats tolerate throttled background tabs: the client offers to send every 30 s (the server allows
+// 1.5x that), also answers the server's heart-beats as they arrive (network events are not throttled), and
+// judges the server's silence by elapsed time minus its own timer's lateness, so a tick that a browser
+// delayed (to once a second or once a minute) never declares the server dead.
+//
 // Layers, bottom up: header escaping, `encodeFrame` / `FrameParser` (the wire codec, no I/O),
-// `Frame` (a received frame), `StarlingClient` (connection, heart-beats, subscriptions, receipts, reconnect).
+// `Frame` (a received frame), `Presence` (a member list from presence-state/diff messages, no I/O),
+// `StarlingClient` (connection, heart-beats, subscriptions, receipts, reconnect), `Room`.
 
 const NUL = 0, LF = 10, CR = 13;
 const textEncoder = new TextEncoder();
@@ -307,11 +331,111 @@ export function negotiateHeartbeat([cx, cy], [sx, sy]) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Presence (docs/rooms.md "/presence/<name>"), no I/O
+
+const hasOwn = (object, key) => Object.prototype.hasOwnProperty.call(object, key);
+
+/**
+ * A room's member list, kept from `presence-state` and `presence-diff` messages. Feed it every MESSAGE of a
+ * /presence/<name> subscription with `apply(message)` (a Frame, or `{ type, data }` with type "state",
+ * "diff" or "count" and the parsed JSON body). `members` maps each user to `{ connections, meta }`; meta
+ * values are strings, as they travel in `x-presence-<key>` headers. `onChange(presence, change)` is called
+ * after every message with `change = { type, joins, leaves, updates, count }` (arrays of user names; a new
+ * state, e.g. after a reconnect, is reported as the joins/leaves/updates against the previous list).
+ */
+export class Presence {
+  constructor(options = {}) {
+    this.onChange = options.onChange || null;
+    this.members = new Map();
+    this.count = 0;
+    this.mode = "full"; // "count" when the subscription asked for x-presence-mode:count
+    this.ready = false; // a state was received
+  }
+
+  /** Forgets everything (e.g. when the subscription ends). */
+  reset() {
+    this.members = new Map();
+    this.count = 0;
+    this.ready = false;
+  }
+
+  has(user) {
+    return this.members.has(user);
+  }
+
+  get(user) {
+    return this.members.get(user);
+  }
+
+  /** `[{ user, connections, meta }]` sorted by user name. */
+  list() {
+    return [...this.members].map(([user, m]) => ({ user, connections: m.connections, meta: m.meta }))
+      .sort((a, b) => (a.user < b.user ? -1 : a.user > b.user ? 1 : 0));
+  }
+
+  /** Applies one presence message; returns the change (also passed to `onChange`). */
+  apply(message) {
+    let type, data, headerCount;
+    if (message && message.headers && typeof message.json === "function") {
+      type = message.headers["x-presence"];
+      data = message.body ? message.json() : {};
+      headerCount = message.headers["x-presence-count"];
+    } else {
+      ({ type, data = {} } = message || {});
+    }
+    if (!data || typeof data !== "object") throw new StompError("presence message body is not a JSON object");
+    if (!type) type = data.members ? "state" : data.joins || data.leaves || data.updates ? "diff" : "count";
+    const change = { type, joins: [], leaves: [], updates: [], count: 0 };
+    const entry = (value) => ({
+      connections: Number(value?.connections) || 1,
+      meta: value?.meta && typeof value.meta === "object" ? { ...value.meta } : {},
+    });
+    if (type === "state") {
+      this.mode = data.members ? "full" : "count";
+      const next = new Map();
+      for (const [user, value] of Object.entries(data.members || {})) next.set(user, entry(value));
+      for (const [user, value] of next) {
+        const old = this.members.get(user);
+        if (!old) change.joins.push(user);
+        else if (JSON.stringify(old.meta) !== JSON.stringify(value.meta)) change.updates.push(user);
+      }
+      for (const user of this.members.keys()) if (!next.has(user)) change.leaves.push(user);
+      this.members = next;
+      this.ready = true;
+    } else if (type === "diff") {
+      for (const user of Object.keys(data.leaves || {})) {
+        if (this.members.delete(user)) change.leaves.push(user);
+      }
+      for (const [user, value] of Object.entries(data.joins || {})) {
+        this.members.set(user, entry(value));
+        change.joins.push(user);
+      }
+      for (const [user, value] of Object.entries(data.updates || {})) {
+        const old = this.members.get(user);
+        const updated = entry(value);
+        if (old && !(value && hasOwn(value, "connections"))) updated.connections = old.connections;
+        this.members.set(user, updated);
+        change.updates.push(user);
+      }
+    } else if (type !== "count") {
+      throw new StompError(`unknown presence message type '${type}'`);
+    }
+    const count = Number(data.count ?? headerCount);
+    this.count = Number.isFinite(count) ? count : this.members.size;
+    change.count = this.count;
+    this.onChange?.(this, change);
+    return change;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Client
 
 const DEFAULTS = {
   protocols: ["v12.stomp", "v11.stomp", "v10.stomp"],
-  heartbeat: [10000, 10000], // [send at least every, want to receive at least every] in ms (0 = never), or { outgoing, incoming }
+  // [send at least every, want to receive at least every] in ms (0 = never), or { outgoing, incoming }. The
+  // generous send interval keeps a background tab whose timers are throttled from being cut off by the server.
+  heartbeat: [30000, 10000],
   heartbeatMargin: 2000, // extra silence tolerated on top of 2x the incoming interval
   connectTimeout: 10000,
   disconnectTimeout: 3000, // how long disconnect() waits for the DISCONNECT receipt
@@ -368,6 +492,7 @@ export class StarlingClient {
     this._hbTimer = null;
     this._wanted = false; // the user wants to be connected (connect() called, disconnect() not)
     this._everConnected = false;
+    this._rooms = new Map(); // name -> Room
   }
 
   get connected() {
@@ -571,6 +696,13 @@ export class StarlingClient {
         if (!r) return this._emit("frame", frame);
         this._receipts.delete(frame.headers["receipt-id"]);
         clearTimeout(r.timer);
+        if (r.sync) {
+          try {
+            r.sync(frame); // before any frame that follows in the same WebSocket message
+          } catch (error) {
+            this._emit("error", error);
+          }
+        }
         r.resolve(frame);
         return;
       }
@@ -602,7 +734,10 @@ export class StarlingClient {
     const reconnected = this._everConnected;
     this._everConnected = true;
     this._setState(State.CONNECTED);
-    for (const sub of this._subscriptions.values()) this._sendSubscribe(sub);
+    // A snapshot: a subscription added while restoring (a room rejoining) is sent by its own subscribe.
+    for (const sub of [...this._subscriptions.values()]) {
+      if (sub.active && this.state === State.CONNECTED) this._sendSubscribe(sub);
+    }
     this._settleConnect(null, frame);
     this._emit("connect", frame, { reconnected });
   }
@@ -694,9 +829,27 @@ export class StarlingClient {
   _sendSubscribe(sub) {
     const wanted = sub._receiptWanted;
     sub._receiptWanted = null;
-    const [wire, receipt] = this._withReceipt({ ...sub._wireHeaders(), receipt: wanted?.receipt });
-    receipt?.then(wanted.resolve, wanted.reject);
+    // Internal subscriptions (rooms) want a RECEIPT for every SUBSCRIBE, handled synchronously (`_onReceipt`).
+    const ask = wanted?.receipt ?? (sub._onReceipt ? true : undefined);
+    const [wire, receipt] = this._withReceipt({ ...sub._wireHeaders(), receipt: ask });
+    if (wanted) receipt.then(wanted.resolve, wanted.reject);
+    if (receipt && sub._onReceipt) {
+      this._receipts.get(wire.receipt).sync = (frame) => sub._onReceipt(frame);
+      receipt.catch(() => {}); // a lost connection: the next SUBSCRIBE asks again
+    }
     this._transmit("SUBSCRIBE", wire);
+  }
+
+  // Adds an internally built Subscription (see Room).
+  _addSubscription(sub) {
+    if (this._subscriptions.has(sub.id)) throw new StompError(`subscription id '${sub.id}' already in use`);
+    this._subscriptions.set(sub.id, sub);
+    if (this.state === State.CONNECTED) this._sendSubscribe(sub);
+    return sub;
+  }
+
+  _nextId(prefix) {
+    return `${prefix}-${++this._ids}`;
   }
 
   _unsubscribe(sub, headers = {}) {
@@ -711,6 +864,37 @@ export class StarlingClient {
   /** Active subscriptions. */
   get subscriptions() {
     return [...this._subscriptions.values()];
+  }
+
+  /**
+   * Joins the chat room `name` (SUBSCRIBE to /room/<name>, see docs/rooms.md) and returns a `Room`. May be
+   * called before `connect()`: the room joins on CONNECTED, and again after every reconnect (resuming where
+   * it left off). Options:
+   *   history     messages of history to ask for on the first join and after a reset (default 50; 0 = none)
+   *   meta        your presence metadata, e.g. { status: "online" } (sent as x-presence-<key> headers)
+   *   presence    also follow /presence/<name> (default true); "count" for x-presence-mode:count
+   *   reload      after a reset (x-recovered:false), rejoin with `history` (default true)
+   *   position    { epoch, offset } to resume from on the first join (e.g. kept in sessionStorage)
+   *   onMessage(message)          a Frame with `room`, `user`, `offset`, `epoch`, `isHistory`
+   *   onPresence(presence, change)
+   *   onJoin(info)                every join: { epoch, offset, resumed, recovered (null when not resuming), receipt }
+   *   onReset(info)               x-recovered:false: { epoch, offset, previous: { epoch, offset } }
+   * The same callbacks are events: `room.on("message" | "presence" | "join" | "reset", fn)`.
+   */
+  joinRoom(name, options = {}) {
+    name = String(name);
+    const problem = roomNameProblem(name);
+    if (problem) throw new StompError(`invalid room name '${name}': ${problem}`);
+    if (this._rooms.has(name)) throw new StompError(`already in room '${name}' (leave it first)`);
+    const room = new Room(this, name, options);
+    this._rooms.set(name, room);
+    room._start();
+    return room;
+  }
+
+  /** Joined rooms, by name. */
+  get rooms() {
+    return new Map(this._rooms);
   }
 
   /** Starts a transaction: returns `{ id, send(destination, body, headers), commit(headers), abort(headers) }`. */
@@ -749,14 +933,28 @@ export class StarlingClient {
     if (!outgoing && !incoming) return;
     // Tick often enough for both jobs; the decisions use elapsed time, so late (throttled) ticks are fine.
     const tick = Math.max(250, Math.min(outgoing || Infinity, incoming || Infinity) / 4);
+    this._hbTick = tick;
     this._lastTick = now();
-    this._skippedLate = false;
     this._hbTimer = setInterval(() => this._heartbeatTick(tick), tick);
+    // A tab coming back to the foreground: send at once if anything is due, and forgive the pause.
+    const doc = globalThis.document;
+    if (doc?.addEventListener) {
+      this._onVisibility = () => {
+        if (doc.visibilityState !== "visible") return;
+        this._maybeSendHeartbeat(now(), this.heartbeat.outgoing / 2);
+        this._heartbeatTick(tick);
+      };
+      doc.addEventListener("visibilitychange", this._onVisibility);
+    }
   }
 
   _stopHeartbeats() {
     clearInterval(this._hbTimer);
     this._hbTimer = null;
+    if (this._onVisibility) {
+      globalThis.document?.removeEventListener?.("visibilitychange", this._onVisibility);
+      this._onVisibility = null;
+    }
   }
 
   _maybeSendHeartbeat(t, slack) {
@@ -768,22 +966,22 @@ export class StarlingClient {
     }
   }
 
-  _heartbeatTick(tick) {
-    const t = now();
-    const late = t - this._lastTick > tick * 2 + 1000;
+  /**
+   * One heart-beat check at time `t` (default: now). Browsers run timers of background tabs late (at most
+   * once a second, or once a minute after a while) and a suspended machine runs them much later; frames may
+   * then still be queued behind this very tick. So the server's silence is measured on the clock when the
+   * tick finally runs, minus how late the tick itself is: only silence that a punctual timer would also have
+   * seen counts, and the limit is 2x the interval plus `heartbeatMargin`.
+   */
+  _heartbeatTick(tick = this._hbTick, t = now()) {
+    const lateness = Math.max(0, t - this._lastTick - tick);
     this._lastTick = t;
     this._maybeSendHeartbeat(t, tick);
     const { incoming } = this.heartbeat;
-    if (!incoming) return;
-    if (late && !this._skippedLate) {
-      // The timer was throttled (background tab) or the machine slept: messages may still be queued behind
-      // this tick, so judge the server on the next tick, not this one.
-      this._skippedLate = true;
-      return;
-    }
-    this._skippedLate = false;
+    if (!incoming || !this._ws) return;
     const silence = t - this._lastReceived;
-    if (silence > incoming * 2 + this.options.heartbeatMargin) {
+    const limit = incoming * 2 + this.options.heartbeatMargin;
+    if (silence - lateness > limit) {
       this._emit("error", new StompError(`server silent for ${Math.round(silence)} ms (heart-beat ${incoming} ms)`));
       this._drop(this._ws, 4001, "heart-beat timeout");
     }
@@ -845,10 +1043,242 @@ export class Subscription {
   }
 
   _wireHeaders() {
-    return { id: this.id, destination: this.destination, ack: "auto", ...this.headers };
+    const extra = this._dynamicHeaders ? this._dynamicHeaders() : this.headers; // rooms compute theirs per SUBSCRIBE
+    return { id: this.id, destination: this.destination, ack: "auto", ...extra };
   }
 
   unsubscribe(headers = {}) {
     return this.client._unsubscribe(this, headers);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rooms (docs/rooms.md)
+
+/** Why `name` cannot be a room name (1-200 bytes, no control characters, '/', '*' or '#'), or "". */
+export function roomNameProblem(name) {
+  const bytes = textEncoder.encode(name).length;
+  if (bytes < 1 || bytes > 200) return "a room name has 1 to 200 bytes";
+  if (/[\u0000-\u001f\u007f/*#]/.test(name)) return "no control characters, '/', '*' or '#'";
+  return "";
+}
+
+/** `{ typing: true, away: null }` -> `{ "x-presence-typing": "true", "x-presence-away": "" }` (empty removes). */
+export function presenceHeaders(meta) {
+  const headers = {};
+  for (const [key, value] of Object.entries(meta || {})) {
+    headers[`x-presence-${key}`] = value === null || value === undefined || value === false ? "" : String(value);
+  }
+  return headers;
+}
+
+/**
+ * A joined room; made by `client.joinRoom(name, options)`. Properties: `name`, `client`, `presence` (a
+ * Presence, or null with `presence: false`), `meta` (your current metadata), `epoch` and `offset` (the last
+ * position delivered or joined at; null before the first join), `joined` (joined on the current connection),
+ * `ready` (a Promise of the first join's info), `duplicates` (messages dropped as already delivered).
+ */
+export class Room {
+  constructor(client, name, options) {
+    this.client = client;
+    this.name = name;
+    this.options = { history: 50, presence: true, reload: true, ...options };
+    this.meta = {};
+    for (const [key, value] of Object.entries(this.options.meta || {})) {
+      if (value !== null && value !== undefined && value !== false && value !== "") this.meta[key] = String(value);
+    }
+    this.epoch = this.options.position?.epoch ?? null;
+    this.offset = this.options.position ? Number(this.options.position.offset) : null;
+    this.joined = false;
+    this.left = false;
+    this.duplicates = 0;
+    this._listeners = new Map();
+    for (const [event, option] of [["message", "onMessage"], ["presence", "onPresence"], ["join", "onJoin"], ["reset", "onReset"]]) {
+      if (typeof this.options[option] === "function") this.on(event, this.options[option]);
+    }
+    this.presence = this.options.presence ? new Presence({ onChange: (p, change) => this._emit("presence", p, change) }) : null;
+    this.ready = new Promise((resolve, reject) => (this._readyWaiter = { resolve, reject }));
+    this.ready.catch(() => {});
+    this._sub = null;
+    this._presenceSub = null;
+    this._offConnection = client.on("close", () => {
+      this.joined = false;
+    });
+  }
+
+  get destination() {
+    return `/room/${this.name}`;
+  }
+
+  get presenceDestination() {
+    return `/presence/${this.name}`;
+  }
+
+  /** `{ epoch, offset }` to resume from, or null. */
+  get position() {
+    return this.epoch === null || this.offset === null || !Number.isFinite(this.offset) ? null : { epoch: this.epoch, offset: this.offset };
+  }
+
+  on(event, fn) {
+    if (!this._listeners.has(event)) this._listeners.set(event, new Set());
+    this._listeners.get(event).add(fn);
+    return () => this._listeners.get(event)?.delete(fn);
+  }
+
+  _emit(event, ...args) {
+    for (const fn of [...(this._listeners.get(event) || [])]) {
+      try {
+        fn(...args);
+      } catch (error) {
+        this.client._emit("error", error);
+      }
+    }
+  }
+
+  _start() {
+    if (this.presence) {
+      const mode = this.options.presence === "count" ? { "x-presence-mode": "count" } : {};
+      this._presenceSub = this.client.subscribe(this.presenceDestination, (message) => {
+        try {
+          this.presence.apply(message);
+        } catch (error) {
+          this.client._emit("error", error);
+        }
+      }, mode);
+    }
+    this._subscribeRoom();
+  }
+
+  // A new SUBSCRIBE to the room (its headers are computed each time it is sent: on CONNECTED too).
+  _subscribeRoom() {
+    const sub = new Subscription(this.client, this.client._nextId("room"), this.destination, (message) => this._onMessage(sub, message), {});
+    sub._dynamicHeaders = () => {
+      const headers = presenceHeaders(this.meta);
+      const position = this.position;
+      sub._attempt = { resumeFrom: null, reset: false };
+      if (position) {
+        sub._attempt.resumeFrom = `${position.epoch}:${position.offset}`;
+        headers["x-resume-from"] = sub._attempt.resumeFrom;
+      } else if (this.options.history > 0) {
+        headers["x-history"] = String(Math.floor(this.options.history));
+      }
+      return headers;
+    };
+    sub._onReceipt = (frame) => this._onReceipt(sub, frame);
+    const previous = this._sub;
+    this._sub = sub;
+    this.client._addSubscription(sub);
+    // Leave with the old subscription only after joining with the new one: no leave/join blip for others.
+    previous?.unsubscribe();
+  }
+
+  _onMessage(sub, message) {
+    if (sub !== this._sub) return; // a subscription being replaced
+    const h = message.headers;
+    if (h["x-recovered"] === "false" && sub._attempt?.resumeFrom && !sub._attempt.reset) {
+      if (this._reset(sub, h)) return;
+    }
+    const offset = h["x-offset"] === undefined ? NaN : Number(h["x-offset"]);
+    const epoch = h["x-epoch"];
+    if (epoch !== undefined && Number.isFinite(offset)) {
+      if (epoch === this.epoch && this.offset !== null && offset <= this.offset) {
+        this.duplicates += 1;
+        return;
+      }
+      this.epoch = epoch;
+      this.offset = offset;
+    }
+    message.room = this;
+    message.user = h["user-name"];
+    message.offset = Number.isFinite(offset) ? offset : null;
+    message.epoch = epoch ?? null;
+    message.isHistory = h["x-history"] === "true";
+    this._emit("message", message);
+  }
+
+  _onReceipt(sub, frame) {
+    if (sub !== this._sub) return;
+    const h = frame.headers;
+    const attempt = sub._attempt || { resumeFrom: null, reset: false };
+    if (h["x-recovered"] === "false" && attempt.resumeFrom && !attempt.reset) {
+      if (this._reset(sub, h)) return;
+    }
+    if (h["x-epoch"] !== undefined) {
+      const offset = Number(h["x-offset"]);
+      if (this.epoch !== h["x-epoch"]) {
+        this.epoch = h["x-epoch"];
+        this.offset = Number.isFinite(offset) ? offset : null;
+      } else if (Number.isFinite(offset) && (this.offset === null || offset > this.offset)) {
+        this.offset = offset; // everything up to the room's offset at join time was delivered or is older
+      }
+    }
+    this.joined = true;
+    const info = {
+      epoch: this.epoch,
+      offset: this.offset,
+      resumed: attempt.resumeFrom !== null,
+      recovered: attempt.resumeFrom !== null ? h["x-recovered"] !== "false" && !attempt.reset : null,
+      receipt: frame,
+    };
+    this._readyWaiter?.resolve(info);
+    this._readyWaiter = null;
+    this._emit("join", info);
+  }
+
+  // x-recovered:false. Returns true when the subscription is replaced (the current message is dropped).
+  _reset(sub, headers) {
+    sub._attempt.reset = true;
+    const offset = Number(headers["x-offset"]);
+    const info = {
+      epoch: headers["x-epoch"] ?? null,
+      offset: Number.isFinite(offset) ? offset : null,
+      previous: this.position,
+    };
+    this.epoch = null;
+    this.offset = null;
+    this._emit("reset", info);
+    if (this.left || sub !== this._sub) return true;
+    if (this.options.reload && this.options.history > 0 && this.client.state === State.CONNECTED) {
+      this._subscribeRoom(); // joins again with x-history (no position any more)
+      return true;
+    }
+    return false;
+  }
+
+  /** Sends `body` to the room (see `client.send`); `{ receipt: true }` returns a Promise of the RECEIPT. */
+  send(body, headers = {}) {
+    return this.client.send(this.destination, body, headers);
+  }
+
+  /**
+   * Changes your metadata: `{ typing: true }` sets `typing` to "true"; null, undefined, false or "" remove the
+   * key. Sent at once (SEND to /presence/<name>) when joined on the current connection, else applied with the
+   * next join. `{ receipt: true }` in `options` returns a Promise of the RECEIPT.
+   */
+  setMeta(patch, options = {}) {
+    let changed = false;
+    for (const [key, value] of Object.entries(patch || {})) {
+      const removed = value === null || value === undefined || value === false || value === "";
+      if (removed ? hasOwn(this.meta, key) : this.meta[key] !== String(value)) changed = true;
+      if (removed) delete this.meta[key];
+      else this.meta[key] = String(value);
+    }
+    if (this.left || !this._sub?.active || this.client.state !== State.CONNECTED) return options.receipt ? Promise.resolve(null) : undefined;
+    if (!changed && !options.force) return options.receipt ? Promise.resolve(null) : undefined;
+    return this.client.send(this.presenceDestination, "", { ...presenceHeaders(patch), ...(options.receipt ? { receipt: options.receipt } : {}) });
+  }
+
+  /** Leaves the room (UNSUBSCRIBE from the room and its presence). */
+  leave() {
+    if (this.left) return;
+    this.left = true;
+    this.joined = false;
+    this._offConnection();
+    if (this.client._rooms.get(this.name) === this) this.client._rooms.delete(this.name);
+    this._readyWaiter?.reject(new StompError(`left room '${this.name}'`));
+    this._readyWaiter = null;
+    this._sub?.unsubscribe();
+    this._presenceSub?.unsubscribe();
+    this.presence?.reset();
   }
 }

@@ -66,7 +66,7 @@ def test_room_history_survives_restart_and_kill(tmp_path):
         assert srv.proc.returncode == 0
 
         srv = start(tmp_path)
-        assert any("store recovered" in line and "room_messages=5" in line for line in srv.lines), srv.lines[-5:]
+        assert any("store recovered" in line and "kept_messages=5" in line for line in srv.lines), srv.lines[-5:]
         bob, bcol = connect(srv, "bob")
         send_all(bob, bcol, room, ["b0", "b1"])
         srv.kill()  # SIGKILL: what was acknowledged must be on disk
