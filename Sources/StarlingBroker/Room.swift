@@ -130,19 +130,22 @@ final class Room: @unchecked Sendable {
     }
 
     /// Merges `changes` (an empty value removes the key) into the metadata of every connection of `session`, and
-    /// into its user's. Returns the users updated (empty when the session is not in the room).
-    func update(session: String, changes: [(key: String, value: String)]) -> [String] {
-        var updated: [String] = []
+    /// into its user's. Returns the users whose metadata changed, or nil when the session is not in the room.
+    func update(session: String, changes: [(key: String, value: String)]) -> [String]? {
+        var isMember = false
+        var changed: [String] = []
         for (key, user) in self.users where key.session == session {
             guard var member = self.members[user], let meta = member.connections[key] else { continue }
+            isMember = true
             member.connections[key] = Self.merge(changes, into: meta)
-            if !updated.contains(user) {
-                member.meta = Self.merge(changes, into: member.meta)
-                updated.append(user)
+            let merged = Self.merge(changes, into: member.meta)
+            if merged != member.meta {
+                member.meta = merged
+                changed.append(user)
             }
             self.members[user] = member
         }
-        return updated
+        return isMember ? changed : nil
     }
 
     private static func merge(_ changes: [(key: String, value: String)], into meta: [String: String]) -> [String: String] {

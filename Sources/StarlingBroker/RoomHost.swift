@@ -139,12 +139,12 @@ final class RoomHost: @unchecked Sendable {
             self.loop.queueHost.post(.room(.snapshot(snapshot)), to: loopIndex)
             self.forgetIfEmpty(room)
         case .updatePresence(let stream, let session, let changes, let reply):
-            let updated = self.rooms[stream]?.update(session: session, changes: changes) ?? []
-            if updated.isEmpty {
+            guard let updated = self.rooms[stream]?.update(session: session, changes: changes) else {
                 let refusal = "this session is not in room '\(stream)': SUBSCRIBE to it before updating presence"
                 self.loop.queueHost.post(.enqueued(reply, refusal: refusal), to: reply.loopIndex)
                 return
             }
+            // An update that changes nothing gives no diff.
             for user in updated { self.publishPresence(.update(user: user), in: self.rooms[stream]!) }
             if reply.wantsSuccess { self.loop.queueHost.post(.enqueued(reply, refusal: nil), to: reply.loopIndex) }
         case .snapshot(let snapshot):
@@ -169,6 +169,16 @@ final class RoomHost: @unchecked Sendable {
             }
         }
         return room
+    }
+
+    /// The room of `stream`, its expired history dropped. One left with nothing (no member, nothing kept) after
+    /// having had messages is forgotten first: it starts again in a new epoch, so no resume claims continuity.
+    private func activeRoom(_ stream: String, now: Int64) -> Room {
+        let room = self.room(stream)
+        self.expire(room, now: now)
+        guard room.isEmpty, room.lastOffset > 0 else { return room }
+        self.forgetIfEmpty(room)
+        return self.room(stream)
     }
 
     private func forgetIfEmpty(_ room: Room) {
@@ -209,9 +219,8 @@ final class RoomHost: @unchecked Sendable {
 
     private func publish(stream: String, headers: STOMPHeaders, body: ByteBuffer, user: String?, messageID: String, reply: QueueReply?) {
         guard let words = LoopBroker.routingWords(stream) else { return }
-        let room = self.room(stream)
         let now = WallClock.milliseconds()
-        self.expire(room, now: now)
+        let room = self.activeRoom(stream, now: now)
         let offset = room.nextOffset()
         var stamps: [(name: String, value: String)] = [("x-offset", String(offset)), ("x-epoch", room.epoch)]
         if let user { stamps.append(("user-name", user)) }
@@ -236,8 +245,7 @@ final class RoomHost: @unchecked Sendable {
     }
 
     private func join(_ join: RoomJoin) {
-        let room = self.room(join.stream)
-        self.expire(room, now: WallClock.milliseconds())
+        let room = self.activeRoom(join.stream, now: WallClock.milliseconds())
         var messages: [BrokerMessage] = []
         var recovered: Bool?
         if let resume = join.resumeFrom {

@@ -61,7 +61,8 @@ class StarlingServer:
         self.extra_args = list(extra_args or [])
         self.proc: subprocess.Popen | None = None
         self.lines: list[str] = []
-        self._lock = threading.Lock()
+        # Re-entrant: start() reports a failed start with output() while it holds the condition.
+        self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self.http_port: int | None = None
         self.stomp_port: int | None = None
