@@ -32,6 +32,17 @@ def connect(make, srv=None, login=None, client_id=None, heart_beat="0,0"):
     return c
 
 
+def _next(c, deadline: float, what: str, seen: list) -> Frame:
+    """The next frame before ``deadline``; a timeout or a closed connection fails the test, naming ``what`` and the
+    frames ``seen`` meanwhile."""
+    try:
+        return c.recv_frame(max(0.001, deadline - time.monotonic()))
+    except TimeoutError:
+        raise AssertionError(f"no {what} in time; frames received instead: {seen}") from None
+    except Closed:
+        raise AssertionError(f"connection closed while waiting for {what}; frames: {seen}") from None
+
+
 def rx(c, pred, timeout=T, what="frame") -> Frame:
     """The first frame (already received or arriving within ``timeout``) matching ``pred``. Frames skipped on the
     way are kept, in order, for later calls. An ERROR that ``pred`` does not accept fails the test at once."""
@@ -39,12 +50,7 @@ def rx(c, pred, timeout=T, what="frame") -> Frame:
     skipped: list[Frame] = []
     try:
         while True:
-            try:
-                f = c.recv_frame(max(0.001, deadline - time.monotonic()))
-            except TimeoutError:
-                raise AssertionError(f"no {what} within {timeout}s; frames received instead: {skipped}") from None
-            except Closed:
-                raise AssertionError(f"connection closed while waiting for {what}; frames: {skipped}") from None
+            f = _next(c, deadline, what, skipped)
             if pred(f):
                 return f
             if f.command == "ERROR":
@@ -59,12 +65,7 @@ def until_receipt(c, receipt, timeout=T) -> tuple[list[Frame], Frame]:
     deadline = time.monotonic() + timeout
     before: list[Frame] = []
     while True:
-        try:
-            f = c.recv_frame(max(0.001, deadline - time.monotonic()))
-        except TimeoutError:
-            raise AssertionError(f"no RECEIPT {receipt!r} within {timeout}s; frames instead: {before}") from None
-        except Closed:
-            raise AssertionError(f"connection closed before RECEIPT {receipt!r}; frames: {before}") from None
+        f = _next(c, deadline, f"RECEIPT {receipt!r}", before)
         if f.command == "RECEIPT" and f.headers.get("receipt-id") == receipt:
             return before, f
         if f.command == "ERROR":
