@@ -34,9 +34,19 @@ final class TestSTOMPClient: @unchecked Sendable {
         try await self.channel.outbound.write(STOMPFrameEncoder.encode(frame, version: .v1_2))
     }
 
-    /// Reads `count` frames (heart-beat EOLs skipped), or fewer if the server closes first.
+    /// Reads `count` frames (heart-beat EOLs skipped), or fewer if the server closes first. A close that surfaces
+    /// as an error (the channel closed under a pending read, or a reset) also ends the frames: what was read counts.
     func frames(_ count: Int) async throws -> [STOMPFrame] {
-        while self.pending.count < count, var buffer = try await self.iterator.next() {
+        while self.pending.count < count {
+            let next: ByteBuffer?
+            do {
+                next = try await self.iterator.next()
+            } catch let error as ChannelError where error == .ioOnClosedChannel || error == .eof {
+                break
+            } catch is IOError {
+                break
+            }
+            guard var buffer = next else { break }
             while let frame = try self.parser.next(&buffer) { self.pending.append(frame) }
         }
         let result = Array(self.pending.prefix(count))

@@ -180,3 +180,16 @@ def _no_page_errors(request):
             if entry.get("level") == "SEVERE" and "WebSocket connection to" not in message:
                 problems.append(message)
     assert not problems, "browser console errors:\n" + "\n".join(problems)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium session (for pages that need a single browser, e.g. test_interop_rabbitmq.py)."""
+    if _skip_reason():
+        pytest.skip(_skip_reason())
+    driver = _new_driver()
+    yield driver
+    try:
+        driver.quit()
+    except Exception:  # noqa: BLE001 - best effort at teardown
+        pass
