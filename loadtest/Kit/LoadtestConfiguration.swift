@@ -97,6 +97,8 @@ public struct LoadtestConfiguration: Sendable {
     public var ackMode = AckMode.auto
     /// queue: SENDs carry `persistent:true` and a `receipt` (a broker stores the message before answering).
     public var persistent = false
+    /// rooms: `/room/<name>` destinations (Starling's rooms) instead of `/topic/<name>`.
+    public var roomDestinations = false
     /// Messages/s: total for fanout and queue, per member for rooms. 0 = as fast as possible.
     public var rate = 0.0
     /// `--rate 0` flow window: messages in flight (sent, not yet received) per subscription, summed over all.

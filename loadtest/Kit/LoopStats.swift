@@ -135,7 +135,8 @@ final class RunPlan: Sendable {
             self.deliveriesPerMessage = Array(repeating: configuration.subscribers, count: configuration.topics)
             self.publisherCount = configuration.publishers
         case .rooms:
-            self.destinations = (0..<configuration.rooms).map { "/topic/\(prefix).room\($0)" }
+            let kind = configuration.roomDestinations ? "/room/" : "/topic/"
+            self.destinations = (0..<configuration.rooms).map { "\(kind)\(prefix).room\($0)" }
             self.deliveriesPerMessage = Array(repeating: configuration.members, count: configuration.rooms)
             self.publisherCount = configuration.rooms * configuration.members
         case .queue:

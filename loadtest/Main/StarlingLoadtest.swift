@@ -43,6 +43,9 @@ struct StarlingLoadtest: AsyncParsableCommand {
     @Option(help: "queue: auto | client-individual.") var ack = "auto"
     @Flag(help: "queue: SENDs carry persistent:true and a receipt (the broker stores each message before its RECEIPT).")
     var persistent = false
+
+    @Flag(help: "rooms: use Starling's /room/<name> destinations (membership, offsets, history) instead of /topic/.")
+    var roomDestinations = false
     @Option(help: "Messages/s: total (fanout, queue) or per member (rooms); 0 = as fast as possible.") var rate: Double?
 
     @Option(help: "connections: connections to open.") var connections = 1000
@@ -78,6 +81,7 @@ struct StarlingLoadtest: AsyncParsableCommand {
         guard let ackMode = AckMode(rawValue: self.ack) else { throw .usage("--ack must be auto or client-individual") }
         configuration.ackMode = ackMode
         configuration.persistent = self.persistent
+        configuration.roomDestinations = self.roomDestinations
         configuration.durationSeconds = self.duration
         configuration.warmupSeconds = self.warmup
         configuration.payloadBytes = self.payload
