@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what building and testing Starling needs on a fresh Debian machine of this kind:
 # zlib, OpenSSL and SQLite headers (system-library targets) and, with --test, the Python clients of the end-to-end
-# tests and headless Chromium (with its WebDriver) for the browser tests.
+# tests, headless Chromium (with its WebDriver) for the browser tests, and RabbitMQ (Web-STOMP) for the browser
+# client's interoperability test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(zlib1g-dev libssl-dev libsqlite3-dev pkg-config)
-[ "${1:-}" = "--test" ] && packages+=(chromium chromium-driver)
+[ "${1:-}" = "--test" ] && packages+=(chromium chromium-driver rabbitmq-server procps iproute2)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -31,6 +31,11 @@
 // judges the server's silence by elapsed time minus its own timer's lateness, so a tick that a browser
 // delayed (to once a second or once a minute) never declares the server dead.
 //
+// Other brokers: the standard STOMP features work with any broker (tests/browser/test_interop_rabbitmq.py runs
+// them against RabbitMQ Web-STOMP). RabbitMQ reads `host` as its virtual host: connect({ host: "/", ... }). A
+// broker that answers a bad frame with an ERROR without `receipt-id` and keeps the connection open (RabbitMQ does)
+// never answers that frame's receipt: set the `receiptTimeout` option so such promises are rejected.
+//
 // Layers, bottom up: header escaping, `encodeFrame` / `FrameParser` (the wire codec, no I/O),
 // `Frame` (a received frame), `Presence` (a member list from presence-state/diff messages, no I/O),
 // `StarlingClient` (connection, heart-beats, subscriptions, receipts, reconnect), `Room`.
