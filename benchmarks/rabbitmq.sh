@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A private RabbitMQ (Debian's rabbitmq-server + rabbitmq_web_stomp) for the benchmarks.
 #
+#   benchmarks/rabbitmq.sh install  install Debian's rabbitmq-server if missing (without starting the system service)
 #   benchmarks/rabbitmq.sh start    install if missing, start, wait for Web-STOMP, print the beam pid
 #   benchmarks/rabbitmq.sh stop     stop it and remove its private directory
 #   benchmarks/rabbitmq.sh status   running or not; pid, limits, listening sockets
@@ -233,10 +234,11 @@ cmd_version() {
 }
 
 case "${1:-}" in
+    install) install_if_missing ;;
     start) cmd_start ;;
     stop) cmd_stop ;;
     status) cmd_status ;;
     pid) beam_pid ;;
     version) cmd_version ;;
-    *) echo "usage: $0 start|stop|status|pid|version" >&2; exit 2 ;;
+    *) echo "usage: $0 install|start|stop|status|pid|version" >&2; exit 2 ;;
 esac

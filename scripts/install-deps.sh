@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(zlib1g-dev libssl-dev libsqlite3-dev pkg-config)
-[ "${1:-}" = "--test" ] && packages+=(chromium chromium-driver rabbitmq-server procps iproute2)
+[ "${1:-}" = "--test" ] && packages+=(chromium chromium-driver procps iproute2)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -20,5 +20,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 if [ "${1:-}" = "--test" ]; then
+    # Installed by its own script, which keeps Debian from starting a system-wide RabbitMQ service meanwhile.
+    benchmarks/rabbitmq.sh install
     python3 -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt -r tests/browser/requirements.txt
 fi
