@@ -13,6 +13,7 @@ public final class Broker: Sendable {
 
     public init(
         eventLoops: [any EventLoop], queuePolicies: QueuePolicies = QueuePolicies(), historyPolicies: HistoryPolicies = HistoryPolicies(),
+        roomLimits: RoomLimits = RoomLimits(),
         idempotency: IdempotencyTable = IdempotencyTable(), store: MessageStore? = nil
     ) {
         precondition(!eventLoops.isEmpty)
@@ -22,7 +23,7 @@ public final class Broker: Sendable {
         self.loops = eventLoops.enumerated().map {
             LoopBroker(
                 index: $0.offset, eventLoop: $0.element, loopCount: eventLoops.count, queuePolicies: queuePolicies,
-                historyPolicies: historyPolicies, store: store
+                historyPolicies: historyPolicies, roomLimits: roomLimits, store: store
             )
         }
         for loop in self.loops { loop.broker = self }

@@ -41,13 +41,13 @@ public final class LoopBroker: @unchecked Sendable {
 
     init(
         index: Int, eventLoop: any EventLoop, loopCount: Int, queuePolicies: QueuePolicies, historyPolicies: HistoryPolicies,
-        store: MessageStore?
+        roomLimits: RoomLimits, store: MessageStore?
     ) {
         self.index = index
         self.eventLoop = eventLoop
         self.outbox = Array(repeating: [], count: loopCount)
         self.queueHost = QueueHost(loop: self, loopCount: loopCount, policies: queuePolicies, store: store)
-        self.roomHost = RoomHost(loop: self, policies: historyPolicies)
+        self.roomHost = RoomHost(loop: self, policies: historyPolicies, limits: roomLimits)
     }
 
     // MARK: connections

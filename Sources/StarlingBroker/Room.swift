@@ -8,7 +8,7 @@ final class Room: @unchecked Sendable {
     var name: Substring { self.stream.dropFirst(RoomName.roomPrefix.count) }
     /// Identifies this stream: offsets are comparable only within one epoch.
     let epoch: String
-    let policy: HistoryPolicy
+    var policy: HistoryPolicy
     /// The offset of the newest message (0: none yet).
     private(set) var lastOffset: UInt64 = 0
     private var history = HistoryRing()
@@ -61,7 +61,7 @@ final class Room: @unchecked Sendable {
     @discardableResult
     func keep(_ message: BrokerMessage, now: Int64) -> Bool {
         guard self.policy.history > 0 else { return false }
-        self.history.append(message, at: now, capacity: self.policy.history)
+        self.history.append(message, at: now, capacity: self.policy.history, maxBytes: self.policy.historyMaxBytes)
         return true
     }
 
@@ -129,14 +129,28 @@ final class Room: @unchecked Sendable {
         return nil
     }
 
+    enum UpdateResult: Equatable {
+        /// The users whose metadata changed (none when the update changed nothing).
+        case updated([String])
+        case notMember
+        /// The merged metadata would be larger than allowed: nothing was changed.
+        case tooLarge
+    }
+
     /// Merges `changes` (an empty value removes the key) into the metadata of every connection of `session`, and
-    /// into its user's. Returns the users whose metadata changed, or nil when the session is not in the room.
-    func update(session: String, changes: [(key: String, value: String)]) -> [String]? {
-        var isMember = false
+    /// into its user's, unless a result would exceed `maxMetaBytes` (keys and values).
+    func update(session: String, changes: [(key: String, value: String)], maxMetaBytes: Int = .max) -> UpdateResult {
+        let keys = self.users.filter { $0.key.session == session }
+        guard !keys.isEmpty else { return .notMember }
+        for (key, user) in keys {
+            guard let member = self.members[user], let meta = member.connections[key] else { continue }
+            if Self.size(Self.merge(changes, into: meta)) > maxMetaBytes || Self.size(Self.merge(changes, into: member.meta)) > maxMetaBytes {
+                return .tooLarge
+            }
+        }
         var changed: [String] = []
-        for (key, user) in self.users where key.session == session {
+        for (key, user) in keys {
             guard var member = self.members[user], let meta = member.connections[key] else { continue }
-            isMember = true
             member.connections[key] = Self.merge(changes, into: meta)
             let merged = Self.merge(changes, into: member.meta)
             if merged != member.meta {
@@ -145,7 +159,12 @@ final class Room: @unchecked Sendable {
             }
             self.members[user] = member
         }
-        return isMember ? changed : nil
+        return .updated(changed)
+    }
+
+    /// Bytes of a metadata dictionary: its keys and values.
+    static func size(_ meta: [String: String]) -> Int {
+        meta.reduce(0) { $0 + $1.key.utf8.count + $1.value.utf8.count }
     }
 
     private static func merge(_ changes: [(key: String, value: String)], into meta: [String: String]) -> [String: String] {
@@ -184,61 +203,44 @@ final class Room: @unchecked Sendable {
     }
 }
 
-/// The kept messages of a room: a ring of at most `capacity`, with the time each was kept.
+/// The kept messages of a room, oldest first, with the time each was kept: at most `capacity` of them and, past
+/// the newest one, at most `maxBytes` of encoded MESSAGE parts.
 struct HistoryRing {
     private var messages: [BrokerMessage] = []
     private var times: [Int64] = []
-    /// Index of the oldest entry once the ring is full.
-    private var start = 0
+    /// Index of the oldest entry still kept; the ones before it are dropped (compacted away in bulk).
+    private var first = 0
+    private(set) var bytes = 0
 
-    var count: Int { self.messages.count }
-    var isEmpty: Bool { self.messages.isEmpty }
+    var count: Int { self.messages.count - self.first }
+    var isEmpty: Bool { self.count == 0 }
 
-    mutating func append(_ message: BrokerMessage, at time: Int64, capacity: Int) {
-        if self.messages.count > capacity { self.shrink(to: capacity) }
-        if self.messages.count < capacity {
-            self.messages.append(message)
-            self.times.append(time)
-        } else {
-            self.messages[self.start] = message
-            self.times[self.start] = time
-            self.start = (self.start + 1) % capacity
-        }
+    mutating func append(_ message: BrokerMessage, at time: Int64, capacity: Int, maxBytes: Int) {
+        self.messages.append(message)
+        self.times.append(time)
+        self.bytes += message.sharedSize
+        while self.count > capacity || (self.bytes > maxBytes && self.count > 1) { self.dropOldest() }
     }
 
     /// The newest `count` entries (or all), oldest first.
     func last(_ count: Int) -> [BrokerMessage] {
-        let take = min(max(count, 0), self.messages.count)
-        var result: [BrokerMessage] = []
-        result.reserveCapacity(take)
-        let total = self.messages.count
-        for position in (total - take)..<total {
-            result.append(self.messages[(self.start + position) % total])
-        }
-        return result
+        let take = min(max(count, 0), self.count)
+        return Array(self.messages[(self.messages.count - take)...])
     }
 
     /// Drops entries kept before `time`.
     mutating func dropOlder(than time: Int64) {
-        guard let oldest = self.times.indices.first.map({ self.times[(self.start + $0) % self.times.count] }), oldest < time else {
-            return
+        while !self.isEmpty, self.times[self.first] < time { self.dropOldest() }
+    }
+
+    private mutating func dropOldest() {
+        self.bytes -= self.messages[self.first].sharedSize
+        self.first += 1
+        if self.first >= 32, self.first * 2 >= self.messages.count {
+            self.messages.removeFirst(self.first)
+            self.times.removeFirst(self.first)
+            self.first = 0
         }
-        let ordered = self.orderedIndices()
-        let keep = ordered.filter { self.times[$0] >= time }
-        self.messages = keep.map { self.messages[$0] }
-        self.times = keep.map { self.times[$0] }
-        self.start = 0
-    }
-
-    private mutating func shrink(to capacity: Int) {
-        let ordered = self.orderedIndices().suffix(capacity)
-        self.messages = ordered.map { self.messages[$0] }
-        self.times = ordered.map { self.times[$0] }
-        self.start = 0
-    }
-
-    private func orderedIndices() -> [Int] {
-        (0..<self.messages.count).map { (self.start + $0) % self.messages.count }
     }
 }
 

@@ -71,6 +71,7 @@ enum RoomCommand: @unchecked Sendable {
 final class RoomHost: @unchecked Sendable {
     unowned let loop: LoopBroker
     let policies: HistoryPolicies
+    let limits: RoomLimits
     private var rooms: [String: Room] = [:]
     /// Offsets of presence events, over all rooms of this loop: a feed's offsets keep growing even when its room is
     /// forgotten and comes back.
@@ -87,9 +88,10 @@ final class RoomHost: @unchecked Sendable {
     /// Count-only presence subscribers get at most one update per this interval.
     static let countInterval = TimeAmount.seconds(1)
 
-    init(loop: LoopBroker, policies: HistoryPolicies) {
+    init(loop: LoopBroker, policies: HistoryPolicies, limits: RoomLimits) {
         self.loop = loop
         self.policies = policies
+        self.limits = limits
     }
 
     /// Whether a topic has a history policy, by destination: looked up once per destination, not per SEND.
@@ -139,14 +141,19 @@ final class RoomHost: @unchecked Sendable {
             self.loop.queueHost.post(.room(.snapshot(snapshot)), to: loopIndex)
             self.forgetIfEmpty(room)
         case .updatePresence(let stream, let session, let changes, let reply):
-            guard let updated = self.rooms[stream]?.update(session: session, changes: changes) else {
-                let refusal = "this session is not in room '\(stream)': SUBSCRIBE to it before updating presence"
-                self.loop.queueHost.post(.enqueued(reply, refusal: refusal), to: reply.loopIndex)
+            let refusal: String
+            switch self.rooms[stream]?.update(session: session, changes: changes, maxMetaBytes: self.limits.maxMetaBytes) ?? .notMember {
+            case .updated(let users):
+                // An update that changes nothing gives no diff.
+                for user in users { self.publishPresence(.update(user: user), in: self.rooms[stream]!) }
+                if reply.wantsSuccess { self.loop.queueHost.post(.enqueued(reply, refusal: nil), to: reply.loopIndex) }
                 return
+            case .notMember:
+                refusal = "this session is not in room '\(stream)': SUBSCRIBE to it before updating presence"
+            case .tooLarge:
+                refusal = "presence metadata in '\(stream)' would exceed \(self.limits.maxMetaBytes) bytes (presence-max-meta-bytes)"
             }
-            // An update that changes nothing gives no diff.
-            for user in updated { self.publishPresence(.update(user: user), in: self.rooms[stream]!) }
-            if reply.wantsSuccess { self.loop.queueHost.post(.enqueued(reply, refusal: nil), to: reply.loopIndex) }
+            self.loop.queueHost.post(.enqueued(reply, refusal: refusal), to: reply.loopIndex)
         case .snapshot(let snapshot):
             self.loop.deliverSnapshot(snapshot)
         }

@@ -70,6 +70,16 @@ public enum RoomName {
     }
 }
 
+/// Limits of rooms that are not per-destination policies.
+public struct RoomLimits: Sendable, Equatable {
+    /// Bytes (keys and values) of a connection's presence metadata, and of a member's.
+    public var maxMetaBytes = 1024
+
+    public init(maxMetaBytes: Int = 1024) {
+        self.maxMetaBytes = maxMetaBytes
+    }
+}
+
 /// How a room, or a topic with history, keeps its messages (a `[[policy]]` table matching `/room/...` or
 /// `/topic/...`).
 public struct HistoryPolicy: Sendable, Equatable {
@@ -77,6 +87,9 @@ public struct HistoryPolicy: Sendable, Equatable {
     public var history = 100
     /// How long a kept message stays (ms); nil = until newer ones push it out.
     public var historyTTL: Int64? = 86_400_000
+    /// Encoded bytes kept at most (the newest message is kept whatever its size): memory per room stays bounded
+    /// even with large messages.
+    public var historyMaxBytes = 1 << 20
 
     public init() {}
 }

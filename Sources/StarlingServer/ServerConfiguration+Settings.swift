@@ -46,6 +46,8 @@ extension ServerConfiguration {
         ("queue-max-bytes", "body bytes of ready messages a queue holds at most (default 268435456)"),
         ("queue-overflow", "full queue: reject-publish (ERROR to the producer) | drop-head (oldest to the dead-letter queue) (default reject-publish)"),
         ("room-history", "messages a room keeps for x-history and x-resume-from (default 100, 0 = none)"),
+        ("room-history-max-bytes", "encoded bytes a room keeps at most (default 1048576; the newest message is kept whatever its size)"),
+        ("presence-max-meta-bytes", "bytes of presence metadata (x-presence-* keys and values) per connection and member (default 1024)"),
         ("room-history-ttl-ms", "how long a room keeps a message, in ms (default 86400000 = 1 day, 0 = until pushed out)"),
         ("queue-ttl-ms", "time to live of queue messages without expires/ttl/expiration headers, in ms (default 0 = forever)"),
         ("queue-expired", "expired queue messages: dead-letter | drop (default dead-letter)"),
@@ -91,6 +93,8 @@ extension ServerConfiguration {
         case "max-header-count": self.limits.maxHeaderCount = try integer(1...10_000)
         case "max-header-length": self.limits.maxHeaderLineLength = try integer(16...(1 << 20))
         case "max-subscriptions": self.limits.maxSubscriptionsPerConnection = try integer(1...1_000_000)
+        case "presence-max-meta-bytes": self.limits.maxPresenceMetaBytes = try integer(0...(1 << 20))
+        case "room-history-max-bytes": self.rooms.historyMaxBytes = try integer(0...(1 << 34))
         case "max-pending-bytes": self.limits.maxPendingBytes = try integer(1024...(1 << 30))
         case "heartbeat-send-ms": self.heartbeat.sendMilliseconds = try integer(0...3_600_000)
         case "heartbeat-receive-ms": self.heartbeat.receiveMilliseconds = try integer(0...3_600_000)
@@ -184,7 +188,9 @@ extension ServerConfiguration {
     ]
     /// Keys of a `[[policy]]` table for `/room/` and `/topic/` patterns, and the top-level setting each one overrides
     /// (for rooms; a topic table starts from no history).
-    static let historyPolicyKeys: [String: String] = ["history": "room-history", "history-ttl-ms": "room-history-ttl-ms"]
+    static let historyPolicyKeys: [String: String] = [
+        "history": "room-history", "history-ttl-ms": "room-history-ttl-ms", "history-max-bytes": "room-history-max-bytes",
+    ]
     /// Policy keys of DESIGN.md for features still being built: named in the error instead of "unknown".
     static let laterPolicyKeys: Set<String> = ["last-value", "slow-consumer", "max-rate", "persistent"]
 

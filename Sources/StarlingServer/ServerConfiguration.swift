@@ -54,6 +54,8 @@ public struct ServerConfiguration: Sendable {
         public var maxHeaderCount = 64
         public var maxHeaderLineLength = 8192
         public var maxSubscriptionsPerConnection = 1024
+        /// Bytes (keys and values) of a connection's presence metadata in a room (`x-presence-*`), and a member's.
+        public var maxPresenceMetaBytes = RoomLimits().maxMetaBytes
         /// Outbound budget per connection: bytes queued for a client that is not reading before it is disconnected.
         public var maxPendingBytes = 4 << 20
         public init() {}

@@ -59,6 +59,7 @@ public final class StarlingServer: Service, Sendable {
             eventLoops: self.group.makeIterator().map { $0 },
             queuePolicies: QueuePolicies(defaultPolicy: configuration.queues, rules: configuration.queuePolicyRules),
             historyPolicies: HistoryPolicies(roomDefault: configuration.rooms, rules: configuration.historyPolicyRules),
+            roomLimits: RoomLimits(maxMetaBytes: configuration.limits.maxPresenceMetaBytes),
             idempotency: IdempotencyTable(
                 windowMilliseconds: Int64(configuration.idempotencyWindowMilliseconds), capacity: configuration.idempotencyMaxKeys
             ),
@@ -258,12 +259,14 @@ public final class StarlingServer: Service, Sendable {
         )
         let limits = configuration.limits
         session.maxSubscriptions = limits.maxSubscriptionsPerConnection
+        session.maxPresenceMetaBytes = limits.maxPresenceMetaBytes
         session.announcedLimits = [
             ("x-max-body-size", String(limits.maxBodySize)),
             ("x-max-header-count", String(limits.maxHeaderCount)),
             ("x-max-header-length", String(limits.maxHeaderLineLength)),
             ("x-max-subscriptions", String(limits.maxSubscriptionsPerConnection)),
             ("x-max-pending-bytes", String(limits.maxPendingBytes)),
+            ("x-max-presence-meta-bytes", String(limits.maxPresenceMetaBytes)),
         ]
         var settings = STOMPConnection.Settings(parserLimits: configuration.parserLimits, session: session)
         settings.heartbeatGraceFactor = configuration.heartbeat.graceFactor

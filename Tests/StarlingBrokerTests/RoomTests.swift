@@ -30,6 +30,34 @@ struct RoomTests {
         #expect(room.messages(after: 9, epoch: "e1") == nil)  // an offset the room never had
     }
 
+    @Test("History is bounded in bytes too; the newest message is kept whatever its size.")
+    func historyBytes() {
+        var policy = HistoryPolicy()
+        policy.history = 100
+        let room = Room(stream: "/room/r", epoch: "e", policy: policy)
+        let size = self.message(Room(stream: "/room/r", epoch: "e", policy: policy), "m00").sharedSize
+        room.policy.historyMaxBytes = size * 3
+        for index in 10...19 { room.keep(self.message(room, "m\(index)"), now: 0) }
+        #expect(room.last(100).map(\.messageID) == ["m17", "m18", "m19"])
+        #expect(room.oldestKeptOffset == 8)
+        room.policy.historyMaxBytes = 1
+        room.keep(self.message(room, "m20"), now: 0)
+        #expect(room.last(100).map(\.messageID) == ["m20"])
+        #expect(room.messages(after: 10, epoch: "e")?.map(\.messageID) == ["m20"])
+        #expect(room.messages(after: 9, epoch: "e") == nil)
+    }
+
+    @Test("A presence update that would make the metadata too large changes nothing.")
+    func metadataLimit() {
+        let room = Room(stream: "/room/r", epoch: "e", policy: HistoryPolicy())
+        let key = Room.ConnectionKey(session: "s", subscription: "1")
+        _ = room.join(key, user: "u", meta: ["status": "online"])
+        #expect(room.update(session: "s", changes: [("note", String(repeating: "x", count: 20))], maxMetaBytes: 24) == .tooLarge)
+        #expect(room.members["u"]?.meta == ["status": "online"])
+        #expect(room.update(session: "s", changes: [("note", "hi")], maxMetaBytes: 24) == .updated(["u"]))
+        #expect(room.update(session: "x", changes: [], maxMetaBytes: 24) == .notMember)
+    }
+
     @Test("Kept messages older than the TTL are dropped, and a resume needing them is not recoverable.")
     func historyTTL() {
         var policy = HistoryPolicy()
@@ -57,10 +85,10 @@ struct RoomTests {
         #expect(room.leave(Room.ConnectionKey(session: "s2", subscription: "2")) == nil)
         #expect(room.members.count == 1)
         #expect(room.stateJSON(countOnly: false) == #"{"count":1,"members":{"alice":{"connections":2,"meta":{"device":"laptop"}}}}"#)
-        #expect(room.update(session: "s1", changes: [("typing", "true"), ("device", "")]) == ["alice"])
+        #expect(room.update(session: "s1", changes: [("typing", "true"), ("device", "")]) == .updated(["alice"]))
         #expect(room.diffJSON(.update(user: "alice")) == #"{"count":1,"joins":{},"leaves":{},"updates":{"alice":{"connections":2,"meta":{"typing":"true"}}}}"#)
-        #expect(room.update(session: "nobody", changes: [("x", "y")]) == nil)
-        #expect(room.update(session: "s1", changes: [("typing", "true")]) == [], "no change, no diff")
+        #expect(room.update(session: "nobody", changes: [("x", "y")]) == .notMember)
+        #expect(room.update(session: "s1", changes: [("typing", "true")]) == .updated([]), "no change, no diff")
         #expect(room.leave(phone) == nil)
         #expect(room.leave(laptop) == .leave(user: "alice"))
         #expect(room.leave(laptop) == nil)

@@ -213,6 +213,34 @@ def test_presence_send_from_non_member_is_an_error(raw_tcp):
     assert d["updates"].keys() == {"alice"} and not d["joins"], d
 
 
+def test_presence_metadata_is_bounded(raw_tcp):
+    """Presence metadata is limited (presence-max-meta-bytes, default 1024 bytes of keys and values, announced in
+    CONNECTED): a SUBSCRIBE or a SEND carrying more gets an ERROR, and so does a SEND whose keys would grow the
+    merged metadata past it; the member's metadata is unchanged and the server keeps serving."""
+    name = uid()
+    big = "x" * 1100
+    c = connect(raw_tcp, login="alice")
+    c.send_frame("SUBSCRIBE", [("destination", f"/room/{name}"), ("id", "s"), ("receipt", "j"), ("x-presence-bio", big)])
+    f = rx(c, lambda f: f.command in ("ERROR", "RECEIPT"), what="ERROR")
+    assert f.command == "ERROR" and "presence-max-meta-bytes" in f.headers.get("message", ""), f
+    c = connect(raw_tcp, login="alice")
+    join(c, f"/room/{name}", headers={"x-presence-status": "online"})
+    w = connect(raw_tcp)
+    state = watch(w, name)
+    assert state["members"]["alice"]["meta"] == {"status": "online"}
+    for i in range(3):  # 3 x 400 bytes: the third would make it 1,200 bytes
+        c.send_frame("SEND", [("destination", f"/presence/{name}"), ("receipt", f"u{i}"), (f"x-presence-k{i}", "v" * 396)])
+        f = rx(c, lambda f: f.command in ("ERROR", "RECEIPT"), what=f"answer to update {i}")
+        if i < 2:
+            assert f.command == "RECEIPT", f
+        else:
+            assert f.command == "ERROR" and "presence-max-meta-bytes" in f.headers.get("message", ""), f
+    diffs = [next_diff(w), next_diff(w)]
+    assert set(diffs[-1]["updates"]["alice"]["meta"]) == {"status", "k0", "k1"}, diffs
+    # The ERROR closed alice's connection: she leaves, and nothing else was changed.
+    assert next_diff(w)["leaves"].keys() == {"alice"}
+
+
 def _replay(state, diffs) -> dict:
     """Applies presence diffs to a state; returns {user: meta}. Checks each diff's count."""
     members = {u: v["meta"] for u, v in state["members"].items()}

@@ -112,3 +112,31 @@ def test_trimmed_history_stays_trimmed_after_restart(tmp_path):
         stomp_close(bob)
     finally:
         srv.stop()
+
+
+def test_history_is_bounded_in_bytes(tmp_path):
+    """history-max-bytes bounds what a room keeps in bytes (memory stays bounded with large messages): of ten
+    1,000-byte messages a 2,500-byte history keeps the newest two, in memory and after a restart."""
+    config = tmp_path / "starling.toml"
+    config.write_text('[[policy]]\nmatch = "/room/big.#"\nhistory = 100\nhistory-max-bytes = 2500\n')
+    room = f"big.{uid()}"
+    data = tmp_path / "data"
+    srv = start(data, ["--config", str(config)])
+    try:
+        alice, acol = connect(srv, "alice")
+        for i in range(10):
+            alice.send(destination=f"/room/{room}", body=f"{i}" * 1000, headers={"receipt": f"s{i}"})
+        acol.wait_receipt("s9")
+        for restart in (False, True):
+            if restart:
+                stomp_close(alice)
+                srv.stop()
+                srv = start(data, ["--config", str(config)])
+                alice, acol = connect(srv, "alice")
+            sub = f"h{int(restart)}"
+            subscribe(alice, acol, f"/room/{room}", sub, **{"x-history": "100"})
+            got = [m.body[0] for m in acol.messages if m.headers["subscription"] == sub]
+            assert got == ["8", "9"], (restart, got)
+        stomp_close(alice)
+    finally:
+        srv.stop()

@@ -13,6 +13,8 @@ struct SessionStateMachine {
         /// Server heart-beat (`cx,cy` of CONNECTED): the fastest we send, the fastest we want to receive, in ms.
         var heartbeat = Heartbeat(send: 10_000, receive: 10_000)
         var maxSubscriptions = 1024
+        /// Bytes of `x-presence-*` metadata (keys and values) a room SUBSCRIBE or presence SEND may carry.
+        var maxPresenceMetaBytes = RoomLimits().maxMetaBytes
         var maxTransactions = 16
         var maxFramesPerTransaction = 1024
         /// Limits announced in CONNECTED (informational headers, as `x-max-*`).
@@ -236,6 +238,13 @@ struct SessionStateMachine {
         if destination.hasPrefix(QueueName.prefix), let problem = Self.expiryProblem(frame.headers) {
             return self.fail(problem, receipt: receipt)
         }
+        if destination.hasPrefix(RoomName.presencePrefix) {
+            var meta: [String: String] = [:]
+            for (name, value) in frame.headers where name.hasPrefix("x-presence-") && meta[name] == nil { meta[String(name.dropFirst(11))] = value }
+            if let problem = Self.presenceMetaProblem(meta, limit: self.configuration.maxPresenceMetaBytes) {
+                return self.fail(problem.description, receipt: receipt)
+            }
+        }
         let publish = Publish(destination: destination, headers: frame.headers, body: frame.body)
         return self.executeOrHold(.publish(publish), frame: frame, receipt: receipt)
     }
@@ -293,7 +302,8 @@ struct SessionStateMachine {
         var room: RoomOptions?
         let readsHistory = destination.hasPrefix(TopicName.prefix) && (frame.headers.contains("x-history") || frame.headers.contains("x-resume-from"))
         if RoomName.name(of: destination) != nil || readsHistory {
-            switch Self.roomOptions(frame.headers, presence: destination.hasPrefix(RoomName.presencePrefix)) {
+            let presence = destination.hasPrefix(RoomName.presencePrefix)
+            switch Self.roomOptions(frame.headers, presence: presence, maxMetaBytes: self.configuration.maxPresenceMetaBytes) {
             case .success(let options): room = options
             case .failure(let problem): return self.fail(problem.description, receipt: receipt)
             }
@@ -315,7 +325,7 @@ struct SessionStateMachine {
     }
 
     /// The room options of a room or presence SUBSCRIBE's headers.
-    static func roomOptions(_ headers: STOMPHeaders, presence: Bool) -> Result<RoomOptions, SettingProblem> {
+    static func roomOptions(_ headers: STOMPHeaders, presence: Bool, maxMetaBytes: Int = .max) -> Result<RoomOptions, SettingProblem> {
         var options = RoomOptions()
         if presence {
             if let mode = headers["x-presence-mode"] {
@@ -330,6 +340,7 @@ struct SessionStateMachine {
             let key = String(name.dropFirst(11))
             if options.meta[key] == nil { options.meta[key] = value }
         }
+        if let problem = Self.presenceMetaProblem(options.meta, limit: maxMetaBytes) { return .failure(problem) }
         if let value = headers["x-history"] {
             guard let count = Int(value), count >= 0 else {
                 return .failure(SettingProblem("invalid x-history '\(value)': expected a non-negative number of messages"))
@@ -345,6 +356,13 @@ struct SessionStateMachine {
             options.resumeOffset = offset
         }
         return .success(options)
+    }
+
+    /// Metadata larger than the limit (counted as keys plus values, as the room counts it).
+    static func presenceMetaProblem(_ meta: [String: String], limit: Int) -> SettingProblem? {
+        let size = meta.reduce(0) { $0 + $1.key.utf8.count + $1.value.utf8.count }
+        guard size > limit else { return nil }
+        return SettingProblem("presence metadata (x-presence-* headers) of \(size) bytes exceeds the limit of \(limit) (presence-max-meta-bytes)")
     }
 
     struct SettingProblem: Error, Equatable, CustomStringConvertible {
