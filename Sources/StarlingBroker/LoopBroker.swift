@@ -235,6 +235,10 @@ public final class LoopBroker: @unchecked Sendable {
             cursor.held!.append(contentsOf: messages)
             return
         }
+        if cursor.perStream != nil {
+            self.writeLastValueStream(messages, to: subscription, cursor: cursor)
+            return
+        }
         // A stream's messages come in offset order (one owning loop publishes them).
         var fresh = messages
         while let first = fresh.first, first.offset <= cursor.delivered { fresh = fresh.dropFirst() }
@@ -247,6 +251,47 @@ public final class LoopBroker: @unchecked Sendable {
         }
         if !fresh.isEmpty { subscription.sink.deliver(fresh, to: subscription) }
         self.markDirty(subscription.sink)
+    }
+
+    /// `writeStream` in last-value mode: per destination, only what is past the snapshot (messages without an offset,
+    /// of topics that keep no last value, always pass).
+    private func writeLastValueStream(_ messages: ArraySlice<BrokerMessage>, to subscription: TopicSubscription, cursor: StreamCursor) {
+        var fresh: [BrokerMessage] = []
+        for message in messages {
+            if message.offset > 0 {
+                guard message.offset > cursor.perStream![message.destination, default: 0] else { continue }
+                cursor.perStream![message.destination] = message.offset
+            }
+            fresh.append(message)
+        }
+        guard !fresh.isEmpty else { return }
+        subscription.sink.deliver(fresh[...], to: subscription)
+        self.markDirty(subscription.sink)
+    }
+
+    /// One loop's last values for a last-value subscription: written at once (marked `x-snapshot:true`); once every
+    /// loop answered, what was held meanwhile follows, then the SUBSCRIBE's receipt.
+    func deliverLastValues(_ part: LastValueSnapshot) {
+        let subscription = part.subscription
+        guard let cursor = subscription.cursor, cursor.isActive, cursor.held != nil else {
+            // Unsubscribed meanwhile: nothing to write, but the SUBSCRIBE's receipt is still owed (once).
+            subscription.cursor?.awaitedSnapshots -= 1
+            if subscription.cursor?.awaitedSnapshots == 0, let receipt = part.receipt { subscription.sink.sendReceipt(receipt, headers: []) }
+            return
+        }
+        for (destination, head) in part.heads { cursor.perStream![destination] = head }
+        if !part.messages.isEmpty {
+            subscription.sink.deliver(part.messages[...], to: subscription, marks: StreamCursor.snapshotMark)
+            self.markDirty(subscription.sink)
+        }
+        cursor.awaitedSnapshots -= 1
+        if cursor.awaitedSnapshots == 0 {
+            let held = cursor.held!
+            cursor.held = nil
+            if !held.isEmpty { self.writeLastValueStream(held[...], to: subscription, cursor: cursor) }
+            if let receipt = part.receipt { subscription.sink.sendReceipt(receipt, headers: []) }
+        }
+        self.flushDirty()
     }
 
     /// The snapshot of a room or presence subscription arrived from the room's loop: writes it, then what was held

@@ -51,6 +51,15 @@ struct StreamSnapshot: @unchecked Sendable {
     var receiptHeaders: [(name: String, value: String)]
 }
 
+/// One loop's part of a last-value subscription's snapshot: the newest message of each of its last-value topics
+/// matching the subscription, and the offset each topic had when it was taken.
+struct LastValueSnapshot: @unchecked Sendable {
+    var subscription: TopicSubscription
+    var messages: [BrokerMessage]
+    var heads: [(destination: String, offset: UInt64)]
+    var receipt: String?
+}
+
 /// Work for a loop's `RoomHost`, carried in the queue hosts' ordered outboxes (`QueueCommand.room`).
 enum RoomCommand: @unchecked Sendable {
     // To the owning loop of the stream (a room's or a topic's destination; presence belongs to its room's):
@@ -61,8 +70,11 @@ enum RoomCommand: @unchecked Sendable {
     case leave(stream: String, session: String, subscription: String)
     case watchPresence(stream: String, subscription: TopicSubscription, countOnly: Bool, loopIndex: Int, receipt: String?)
     case updatePresence(stream: String, session: String, changes: [(key: String, value: String)], reply: QueueReply)
+    // To every loop (its last-value topics matching `pattern`):
+    case lastValues(pattern: DestinationPattern, subscription: TopicSubscription, loopIndex: Int, receipt: String?)
     // To a subscriber's loop:
     case snapshot(StreamSnapshot)
+    case lastValueSnapshot(LastValueSnapshot)
 }
 
 /// The rooms (and topics with history) owned by one event loop (the destination picks its loop, as for queues):
@@ -154,8 +166,19 @@ final class RoomHost: @unchecked Sendable {
                 refusal = "presence metadata in '\(stream)' would exceed \(self.limits.maxMetaBytes) bytes (presence-max-meta-bytes)"
             }
             self.loop.queueHost.post(.enqueued(reply, refusal: refusal), to: reply.loopIndex)
+        case .lastValues(let pattern, let subscription, let loopIndex, let receipt):
+            var part = LastValueSnapshot(subscription: subscription, messages: [], heads: [], receipt: receipt)
+            let now = WallClock.milliseconds()
+            for (stream, room) in self.rooms where room.policy.lastValue && pattern.matches(stream) {
+                self.expire(room, now: now)
+                part.heads.append((stream, room.lastOffset))
+                part.messages.append(contentsOf: room.last(1))
+            }
+            self.loop.queueHost.post(.room(.lastValueSnapshot(part)), to: loopIndex)
         case .snapshot(let snapshot):
             self.loop.deliverSnapshot(snapshot)
+        case .lastValueSnapshot(let part):
+            self.loop.deliverLastValues(part)
         }
     }
 
@@ -357,6 +380,20 @@ extension LoopBroker {
     /// when the session is not in it (and success, if it wants that).
     public func updatePresence(_ stream: String, session: String, changes: [(key: String, value: String)], reply: QueueReply) {
         self.roomHost.post(.updatePresence(stream: stream, session: session, changes: changes, reply: reply), toOwnerOf: stream)
+    }
+
+    /// True when topic SUBSCRIBEs first get the last values of the topics they match (a policy asks for them).
+    public var hasLastValueTopics: Bool { self.roomHost.policies.coversLastValues }
+
+    /// Subscribes `subscription` (a topic pattern) so that it first gets the last values: every loop sends the newest
+    /// message of its last-value topics matching `pattern`, then live messages follow, then the RECEIPT `receipt`.
+    public func subscribeWithLastValues(_ subscription: TopicSubscription, pattern: DestinationPattern, receipt: String?) {
+        subscription.cursor = StreamCursor.lastValues(loops: self.broker.loops.count)
+        // Subscribed before any loop takes its snapshot: whatever they publish after it reaches us.
+        self.subscribe(subscription)
+        for target in self.broker.loops.indices {
+            self.queueHost.post(.room(.lastValues(pattern: pattern, subscription: subscription, loopIndex: self.index, receipt: receipt)), to: target)
+        }
     }
 
     /// True when SENDs to topic `destination` go through its stream (a history policy covers it).

@@ -90,6 +90,9 @@ public struct HistoryPolicy: Sendable, Equatable {
     /// Encoded bytes kept at most (the newest message is kept whatever its size): memory per room stays bounded
     /// even with large messages.
     public var historyMaxBytes = 1 << 20
+    /// A topic's last value: every SUBSCRIBE matching it (wildcards included) first gets its newest message,
+    /// marked `x-snapshot:true` (issue 8). Implies keeping at least one message.
+    public var lastValue = false
 
     public init() {}
 }
@@ -102,11 +105,18 @@ public struct HistoryPolicies: Sendable {
     public var rules: [(pattern: DestinationPattern, policy: HistoryPolicy)]
     /// Some table gives topics a history: only then do topic SENDs need a look-up.
     public let coversTopics: Bool
+    /// Some table gives topics a last value: only then do topic SUBSCRIBEs ask the loops for snapshots.
+    public let coversLastValues: Bool
 
     public init(roomDefault: HistoryPolicy = HistoryPolicy(), rules: [(pattern: DestinationPattern, policy: HistoryPolicy)] = []) {
         self.roomDefault = roomDefault
-        self.rules = rules
-        self.coversTopics = rules.contains { $0.pattern.text.hasPrefix(TopicName.prefix) && $0.policy.history > 0 }
+        self.rules = rules.map { rule in
+            var policy = rule.policy
+            if policy.lastValue { policy.history = max(policy.history, 1) }
+            return (rule.pattern, policy)
+        }
+        self.coversTopics = self.rules.contains { $0.pattern.text.hasPrefix(TopicName.prefix) && $0.policy.history > 0 }
+        self.coversLastValues = self.rules.contains { $0.pattern.text.hasPrefix(TopicName.prefix) && $0.policy.lastValue }
     }
 
     /// The policy of a room or topic stream; nil for a topic without history.

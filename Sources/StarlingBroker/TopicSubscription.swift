@@ -80,10 +80,23 @@ public final class StreamCursor {
     var markNotRecovered = false
     /// False once unsubscribed: a snapshot arriving later is dropped.
     public var isActive = true
+    /// Last-value mode (a SUBSCRIBE that may match many last-value topics): the offset written per destination,
+    /// and how many loops' snapshots are still to come (`held` is written when none is).
+    var perStream: [String: UInt64]?
+    var awaitedSnapshots = 0
 
     public init() {}
 
+    /// A cursor for a subscription that first gets the last values of every matching topic, from `loops` loops.
+    public static func lastValues(loops: Int) -> StreamCursor {
+        let cursor = StreamCursor()
+        cursor.perStream = [:]
+        cursor.awaitedSnapshots = loops
+        return cursor
+    }
+
     static let historyMark = ByteBuffer(string: "x-history:true\n")
+    static let snapshotMark = ByteBuffer(string: "x-snapshot:true\n")
     static let notRecoveredMark = ByteBuffer(string: "x-recovered:false\n")
     static let historyNotRecoveredMark = ByteBuffer(string: "x-history:true\nx-recovered:false\n")
 }

@@ -192,7 +192,7 @@ extension ServerConfiguration {
         "history": "room-history", "history-ttl-ms": "room-history-ttl-ms", "history-max-bytes": "room-history-max-bytes",
     ]
     /// Policy keys of DESIGN.md for features still being built: named in the error instead of "unknown".
-    static let laterPolicyKeys: Set<String> = ["last-value", "slow-consumer", "max-rate", "persistent"]
+    static let laterPolicyKeys: Set<String> = ["slow-consumer", "max-rate", "persistent"]
 
     /// Adds one `[[policy]]` table: `match` (a destination pattern) and the settings it overrides. First match wins,
     /// in file order; a queue not matched by any table follows the top-level `queue-*` settings.
@@ -207,9 +207,21 @@ extension ServerConfiguration {
         scratch.queues = self.queues
         scratch.rooms = self.rooms
         let isTopic = match.value.hasPrefix(TopicName.prefix)
-        if isTopic { scratch.rooms.history = 0 }
+        if isTopic {
+            // A topic keeps nothing unless its table says so, and what it keeps does not expire unless it says so.
+            scratch.rooms.history = 0
+            scratch.rooms.historyTTL = nil
+        }
         var ignored = Logger.Level.info
         for entry in table.entries where entry.key != "match" {
+            if entry.key == "last-value" {
+                guard isTopic else { throw SettingError("\(entry.location): 'last-value' applies to /topic/ patterns, not '\(match.value)'") }
+                guard entry.value == "true" || entry.value == "false" else {
+                    throw SettingError("\(entry.location): last-value: expected true or false, got '\(entry.value)'")
+                }
+                scratch.rooms.lastValue = entry.value == "true"
+                continue
+            }
             let queueSetting = Self.queuePolicyKeys[entry.key]
             if let setting = queueSetting ?? Self.historyPolicyKeys[entry.key] {
                 let applies = queueSetting != nil ? match.value.hasPrefix(QueueName.prefix) : isTopic || match.value.hasPrefix(RoomName.roomPrefix)

@@ -235,4 +235,49 @@ struct RoomStreamTests {
         loop.run()
         #expect(sink.delivered.count == 4)
     }
+
+    @Test("A wildcard SUBSCRIBE gets the last value of each matching last-value topic, then live ones, none twice.")
+    func lastValues() throws {
+        let loops = [EmbeddedEventLoop(), EmbeddedEventLoop()]
+        var policy = HistoryPolicy()
+        policy.lastValue = true
+        let rules = [(pattern: DestinationPattern("/topic/q.a")!, policy: policy), (pattern: DestinationPattern("/topic/q.b")!, policy: policy)]
+        let broker = Broker(eventLoops: loops, historyPolicies: HistoryPolicies(rules: rules))
+        #expect(broker.loops[0].hasLastValueTopics)
+        func publish(_ destination: String, _ id: String, from loop: Int = 1) {
+            if broker.loops[loop].topicHasHistory(destination) {
+                broker.loops[loop].publishToStream(destination, headers: [:], body: ByteBuffer(string: id), user: nil, messageID: id)
+            } else {
+                broker.loops[loop].publish(
+                    BrokerMessage(destination: destination, messageID: id, sendHeaders: [:], body: ByteBuffer(string: id), allocator: .init()),
+                    words: try! TopicName.publishWords(destination)
+                )
+            }
+        }
+        for id in ["a1", "a2", "a3"] { publish("/topic/q.a", id) }
+        publish("/topic/q.b", "b1")
+        self.runAll(loops)
+        let sink = RecordingSink()
+        let subscription = TopicSubscription(
+            id: "w", destination: "/topic/q.*", words: try TopicName.patternWords("/topic/q.*"), ackMode: .auto, version: .v1_2, sink: sink
+        )
+        broker.loops[0].subscribeWithLastValues(subscription, pattern: DestinationPattern("/topic/q.*")!, receipt: "r")
+        // Published in the same ticks as the snapshots are taken: each arrives once, after its topic's snapshot.
+        publish("/topic/q.a", "a4", from: 0)
+        publish("/topic/q.c", "c1", from: 0)
+        publish("/topic/q.b", "b2")
+        self.runAll(loops)
+        // Per last-value topic: the value current when its loop took the snapshot (marked), then every later one, in
+        // order, none twice; whichever that was depends on the order the loops ran in.
+        for (prefix, published) in [("a", ["a1", "a2", "a3", "a4"]), ("b", ["b1", "b2"])] {
+            let got = sink.delivered.filter { $0.messageID.hasPrefix(prefix) }
+            let first = try #require(got.first)
+            #expect(first.frame.contains("x-snapshot:true"))
+            #expect(got.dropFirst().allSatisfy { !$0.frame.contains("x-snapshot") })
+            let start = try #require(published.firstIndex(of: first.messageID))
+            #expect(got.map(\.messageID) == Array(published[start...]))
+        }
+        #expect(sink.delivered.filter { $0.messageID == "c1" }.count == 1, "a topic without a last value passes as it is")
+        #expect(sink.receipts.map(\.receipt) == ["r"])
+    }
 }

@@ -85,7 +85,9 @@ struct ServerConfigurationTests {
             ("[[policy]]\nmatch = \"/queue/a\"\nmax-deliveries = zero\n", ":3: max-deliveries: expected an integer"),
             ("[[policy]]\nmatch = \"/queue/a\"\ncolour = 1\n", ":3: unknown policy key 'colour'"),
             ("[[policy]]\nmatch = \"/topic/a\"\nmax-length = 1\n", ":3: 'max-length' applies to /queue/ patterns"),
-            ("[[policy]]\nmatch = \"/topic/a\"\nlast-value = true\n", ":3: policy key 'last-value' is not supported by this version"),
+            ("[[policy]]\nmatch = \"/topic/a\"\nslow-consumer = \"conflate\"\n", ":3: policy key 'slow-consumer' is not supported by this version"),
+            ("[[policy]]\nmatch = \"/room/a\"\nlast-value = true\n", ":3: 'last-value' applies to /topic/ patterns"),
+            ("[[policy]]\nmatch = \"/topic/a\"\nlast-value = yes\n", ":3: last-value: expected true or false"),
             ("[[policy]]\nmatch = \"/queue/a\"\nhistory = 5\n", ":3: 'history' applies to /room/ and /topic/ patterns"),
             ("[[policy]]\nmatch = \"/room/a\"\nhistory = -1\n", ":3: history: expected an integer"),
         ] {
@@ -112,6 +114,9 @@ struct ServerConfigurationTests {
             [[policy]]
             match = "/topic/news.#"
             history-ttl-ms = 1000
+            [[policy]]
+            match = "/topic/quotes.#"
+            last-value = true
             """)
         let (configuration, _) = try ServerConfiguration.resolve(flags: [:], environment: [:], configFile: file)
         let policies = HistoryPolicies(roomDefault: configuration.rooms, rules: configuration.historyPolicyRules)
@@ -122,7 +127,9 @@ struct ServerConfigurationTests {
         #expect(policies.policy(for: "/topic/prices.a.b") == nil, "* is one word")
         #expect(policies.policy(for: "/topic/news.x") == nil, "a topic table without history keeps none")
         #expect(policies.policy(for: "/topic/other") == nil)
-        #expect(policies.coversTopics)
+        #expect(policies.coversTopics && policies.coversLastValues)
+        let quotes = policies.policy(for: "/topic/quotes.eu.x")
+        #expect(quotes?.lastValue == true && quotes?.history == 1 && quotes?.historyTTL == nil, "a last value keeps one, for good")
     }
 
     @Test("The WebSocket message limit defaults to the body limit plus room for headers.")

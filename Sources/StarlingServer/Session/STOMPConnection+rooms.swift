@@ -13,17 +13,27 @@ extension STOMPConnection {
         return self.sessionID
     }
 
-    /// True when a SUBSCRIBE to `destination` reads a stream (with `x-history`, `x-resume-from`): a room, a presence
-    /// feed, or a topic with a history policy named exactly (a wildcard subscription gets live messages only).
-    func isStream(_ destination: String) -> Bool {
+    /// True when a SUBSCRIBE to `destination` reads streams: a room, a presence feed, a topic with a history policy
+    /// named exactly with `x-history` or `x-resume-from`, or any topic subscription once some topics keep a last
+    /// value (it first gets theirs).
+    func isStream(_ destination: String, _ options: SessionStateMachine.RoomOptions?) -> Bool {
         if RoomName.name(of: destination) != nil { return true }
-        return destination.hasPrefix(TopicName.prefix) && self.loop.topicHasHistory(destination)
-            && (try? TopicName.publishWords(destination)) != nil
+        guard destination.hasPrefix(TopicName.prefix) else { return false }
+        return self.readsHistory(destination, options) || self.loop.hasLastValueTopics
+    }
+
+    private func readsHistory(_ destination: String, _ options: SessionStateMachine.RoomOptions?) -> Bool {
+        options != nil && self.loop.topicHasHistory(destination) && (try? TopicName.publishWords(destination)) != nil
     }
 
     /// Joins a room, watches its presence, or reads a topic's history. The RECEIPT (if any) follows the snapshot,
     /// from `deliverSnapshot`.
-    func subscribeStream(id: String, destination: String, ackMode: AckMode, options: SessionStateMachine.RoomOptions, receipt: String?) {
+    func subscribeStream(id: String, destination: String, ackMode: AckMode, options: SessionStateMachine.RoomOptions?, receipt: String?) {
+        if destination.hasPrefix(TopicName.prefix), !self.readsHistory(destination, options) {
+            self.subscribeLastValues(id: id, destination: destination, ackMode: ackMode, receipt: receipt)
+            return
+        }
+        let options = options ?? SessionStateMachine.RoomOptions()
         let subscription: TopicSubscription
         let stream: String
         let isPresence = destination.hasPrefix(RoomName.presencePrefix)
@@ -54,6 +64,16 @@ extension STOMPConnection {
             history: options.history, resumeFrom: resume, loopIndex: self.loop.index, receipt: receipt
         )
         self.loop.joinRoom(join)
+    }
+
+    /// A topic subscription that first gets the last value of every last-value topic it matches (issue 8), marked
+    /// `x-snapshot:true`, then live messages with no gap or duplicate per topic, then its RECEIPT.
+    private func subscribeLastValues(id: String, destination: String, ackMode: AckMode, receipt: String?) {
+        guard let words = try? TopicName.patternWords(destination), let pattern = DestinationPattern(destination) else { return }
+        let subscription = TopicSubscription(id: id, destination: destination, words: words, ackMode: ackMode, version: self.version, sink: self)
+        self.subscriptions[id] = subscription
+        if ackMode != .auto { self.clientAckTopicSubscriptions += 1 }
+        self.loop.subscribeWithLastValues(subscription, pattern: pattern, receipt: receipt)
     }
 
     /// A room or presence subscription ends (UNSUBSCRIBE or the connection closing): a room member leaves.

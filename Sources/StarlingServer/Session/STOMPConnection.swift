@@ -109,7 +109,7 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
             if let login, !login.isEmpty { self.authorHeaders = [("user-name", login)] }
             self.writeFrame(frame)
             self.startHeartbeats(heartbeat)
-        case .subscribe(let id, let destination, let ackMode, _, false, let options?, let receipt) where self.isStream(destination):
+        case .subscribe(let id, let destination, let ackMode, _, false, let options, let receipt) where self.isStream(destination, options):
             self.subscribeStream(id: id, destination: destination, ackMode: ackMode, options: options, receipt: receipt)
         case .subscribe(let id, let destination, let ackMode, let prefetch, let durable, _, let receipt):
             guard self.subscribe(id: id, destination: destination, ackMode: ackMode, prefetch: prefetch, durable: durable, receipt: receipt)
