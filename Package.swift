@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .executable(name: "starling", targets: ["starling"]),
         .executable(name: "starling-loadtest", targets: ["starling-loadtest"]),
+        .executable(name: "starling-feed", targets: ["starling-feed"]),
         .library(name: "StarlingSTOMP", targets: ["StarlingSTOMP"]),
         .library(name: "StarlingWebSocket", targets: ["StarlingWebSocket"]),
         .library(name: "StarlingBroker", targets: ["StarlingBroker"]),
@@ -115,6 +116,11 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "loadtest/Main"
+        ),
+        .executableTarget(
+            name: "starling-feed",
+            dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "feed"
         ),
         .testTarget(name: "StarlingSTOMPTests", dependencies: ["StarlingSTOMP"]),
         .testTarget(

@@ -4,9 +4,12 @@ lost or duplicated between the two, also under a concurrent publisher; the value
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import threading
 
-from e2e_helpers import StarlingServer, stomp_close, uid
+from e2e_helpers import StarlingServer, starling_bin, stomp_close, uid
 from test_room_persistence import connect, subscribe
 
 
@@ -93,5 +96,38 @@ def test_exact_subscription_and_restart(tmp_path):
         subscribe(sub, scol, f"/topic/lv.{run}.#", "all")
         assert [(m.body, m.headers.get("x-snapshot")) for m in scol.messages] == [("3", "true")]
         stomp_close(sub)
+    finally:
+        srv.stop()
+
+
+def test_demo_feed_fills_last_values(tmp_path):
+    """starling-feed publishes JSON prices over plain TCP STOMP; a SUBSCRIBE to /topic/lv.<run>.* afterwards gets
+    one snapshot per symbol with a sane price, and a live subscriber gets updates while it runs."""
+    feed = os.path.join(os.path.dirname(starling_bin()), "starling-feed")
+    srv = start(tmp_path)
+    try:
+        run = uid()
+        live, lcol = connect(srv, "live")
+        subscribe(live, lcol, f"/topic/lv.{run}.*", "l")
+        result = subprocess.run(
+            [feed, "--port", str(srv.stomp_port), "--symbols", "AAPL,MSFT,GOOG", "--rate", "300", "--duration", "1",
+             "--prefix", f"/topic/lv.{run}."],
+            capture_output=True, text=True, timeout=30,
+        )
+        assert result.returncode == 0, result.stderr
+        sent = int(result.stdout.split("starling-feed: ")[1].split()[0])
+        assert "updates for 3 symbols" in result.stdout and sent > 100, result.stdout
+        lcol.wait_messages(sent, timeout=10)
+        late, col = connect(srv, "late")
+        subscribe(late, col, f"/topic/lv.{run}.*", "s")
+        quotes = {m.headers["x-key"]: json.loads(m.body) for m in col.messages}
+        assert sorted(quotes) == ["AAPL", "GOOG", "MSFT"]
+        assert all(m.headers.get("x-snapshot") == "true" and m.headers["user-name"] == "feed" for m in col.messages)
+        for symbol, quote in quotes.items():
+            assert quote["symbol"] == symbol and quote["price"] > 0
+            last_live = [json.loads(m.body) for m in lcol.messages if m.headers["x-key"] == symbol][-1]
+            assert last_live == quote, "the snapshot is the last update the live subscriber got"
+        stomp_close(live)
+        stomp_close(late)
     finally:
         srv.stop()
