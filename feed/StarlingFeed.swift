@@ -46,9 +46,15 @@ struct StarlingFeed: ParsableCommand {
         try socket.send(connect + "\n\0")
         let answer = try socket.readFrame()
         guard answer.hasPrefix("CONNECTED") else { throw FeedError("the broker did not accept CONNECT:\n\(answer)") }
-        // Anything the broker says later is an ERROR (nothing else is asked for): report it and stop.
+        // From here on one reader thread reads: the DISCONNECT's RECEIPT ends the run; anything else the broker says
+        // is an ERROR (nothing else is asked for): report it and stop.
+        let disconnected = DispatchSemaphore(value: 0)
         Thread.detachNewThread {
-            if let frame = try? socket.readFrame() {
+            while let frame = try? socket.readFrame() {
+                if frame.hasPrefix("RECEIPT") {
+                    disconnected.signal()
+                    return
+                }
                 FileHandle.standardError.write(Data("starling-feed: broker said:\n\(frame)\n".utf8))
                 Glibc.exit(1)
             }
@@ -70,7 +76,7 @@ struct StarlingFeed: ParsableCommand {
             Thread.sleep(forTimeInterval: interval)
         }
         try socket.send("DISCONNECT\nreceipt:bye\n\n\0")
-        _ = try? socket.readFrame()
+        _ = disconnected.wait(timeout: .now() + 5)
         print("starling-feed: \(sent) updates for \(book.count) symbols in \(String(format: "%.1f", Date().timeIntervalSince(start))) s")
     }
 }
