@@ -15,8 +15,7 @@ final class Room: @unchecked Sendable {
     /// Members by user, and which user each connection (session and subscription) belongs to.
     private(set) var members: [String: Member] = [:]
     private var users: [ConnectionKey: String] = [:]
-    /// A count-only presence subscriber has asked: count changes are published (at most once per second).
-    var countFeedActive = false
+    /// The count last sent to count-only presence subscribers (-1: none yet), and whether a send is scheduled.
     var lastPublishedCount = -1
     var countPublishScheduled = false
 
@@ -144,7 +143,8 @@ final class Room: @unchecked Sendable {
         guard !keys.isEmpty else { return .notMember }
         for (key, user) in keys {
             guard let member = self.members[user], let meta = member.connections[key] else { continue }
-            if Self.size(Self.merge(changes, into: meta)) > maxMetaBytes || Self.size(Self.merge(changes, into: member.meta)) > maxMetaBytes {
+            if RoomLimits.size(of: Self.merge(changes, into: meta)) > maxMetaBytes
+                || RoomLimits.size(of: Self.merge(changes, into: member.meta)) > maxMetaBytes {
                 return .tooLarge
             }
         }
@@ -160,11 +160,6 @@ final class Room: @unchecked Sendable {
             self.members[user] = member
         }
         return .updated(changed)
-    }
-
-    /// Bytes of a metadata dictionary: its keys and values.
-    static func size(_ meta: [String: String]) -> Int {
-        meta.reduce(0) { $0 + $1.key.utf8.count + $1.value.utf8.count }
     }
 
     private static func merge(_ changes: [(key: String, value: String)], into meta: [String: String]) -> [String: String] {

@@ -12,7 +12,7 @@ public struct RoomJoin: @unchecked Sendable {
     public var user: String
     public var meta: [String: String]
     /// A room member (a topic's history reader is not one).
-    public var isMember: Bool
+    public var isMember: Bool { self.stream.hasPrefix(RoomName.roomPrefix) }
     /// `x-history`: how many kept messages to deliver first.
     public var history: Int?
     /// `x-resume-from`: deliver everything after this offset of this epoch first.
@@ -25,7 +25,6 @@ public struct RoomJoin: @unchecked Sendable {
         history: Int?, resumeFrom: (epoch: String, offset: UInt64)?, loopIndex: Int, receipt: String?
     ) {
         self.stream = stream
-        self.isMember = stream.hasPrefix(RoomName.roomPrefix)
         self.subscription = subscription
         self.session = session
         self.user = user
@@ -142,7 +141,6 @@ final class RoomHost: @unchecked Sendable {
             let room = self.room(stream)
             if countOnly {
                 self.countFeeds.insert(stream)
-                room.countFeedActive = true
                 if room.lastPublishedCount < 0 { room.lastPublishedCount = room.members.count }
             }
             let state = self.presenceMessage(room, kind: "state", json: room.stateJSON(countOnly: countOnly), offset: self.presenceVersion)
@@ -191,7 +189,6 @@ final class RoomHost: @unchecked Sendable {
         var noHistory = HistoryPolicy()
         noHistory.history = 0
         let room = Room(stream: stream, epoch: epoch, policy: self.policies.policy(for: stream) ?? noHistory)
-        room.countFeedActive = self.countFeeds.contains(stream)
         self.rooms[stream] = room
         if self.sweepTask == nil {
             self.sweepTask = self.loop.eventLoop.scheduleRepeatedTask(initialDelay: Self.sweepInterval, delay: Self.sweepInterval) { _ in
@@ -214,7 +211,7 @@ final class RoomHost: @unchecked Sendable {
     private func forgetIfEmpty(_ room: Room) {
         guard room.isEmpty, self.rooms[room.stream] === room else { return }
         self.rooms[room.stream] = nil
-        if room.countFeedActive, room.lastPublishedCount != 0 { self.publishCount(room) }
+        if self.countFeeds.contains(room.stream), room.lastPublishedCount != 0 { self.publishCount(room) }
     }
 
     private func sweep() {
@@ -309,7 +306,7 @@ final class RoomHost: @unchecked Sendable {
         self.presenceVersion += 1
         let diff = self.presenceMessage(room, kind: "diff", json: room.diffJSON(change), offset: self.presenceVersion)
         self.loop.publish(diff, words: RoomName.words(.presence, room: room.name))
-        if room.countFeedActive, !room.countPublishScheduled {
+        if self.countFeeds.contains(room.stream), !room.countPublishScheduled {
             room.countPublishScheduled = true
             self.loop.eventLoop.scheduleTask(in: Self.countInterval) {
                 room.countPublishScheduled = false

@@ -78,6 +78,11 @@ public struct RoomLimits: Sendable, Equatable {
     public init(maxMetaBytes: Int = 1024) {
         self.maxMetaBytes = maxMetaBytes
     }
+
+    /// Bytes of presence metadata as the limit counts them: its keys and values.
+    public static func size(of meta: [String: String]) -> Int {
+        meta.reduce(0) { $0 + $1.key.utf8.count + $1.value.utf8.count }
+    }
 }
 
 /// How a room, or a topic with history, keeps its messages (a `[[policy]]` table matching `/room/...` or

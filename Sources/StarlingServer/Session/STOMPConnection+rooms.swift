@@ -102,11 +102,7 @@ extension STOMPConnection {
     /// A session not in the room gets an ERROR (through `enqueueFinished`, like a refused queue SEND).
     func updatePresence(_ publish: SessionStateMachine.Publish, token: UInt64, wantsReceipt: Bool) {
         guard let name = RoomName.name(of: publish.destination) else { return }
-        var changes: [(key: String, value: String)] = []
-        for (header, value) in publish.headers where header.hasPrefix("x-presence-") && header.utf8.count > 11 {
-            let key = String(header.dropFirst(11))
-            if !changes.contains(where: { $0.key == key }) { changes.append((key, value)) }
-        }
+        let changes = SessionStateMachine.presenceMeta(publish.headers)
         let reply = QueueReply(loopIndex: self.loop.index, sink: self, token: token, wantsSuccess: wantsReceipt)
         if wantsReceipt { self.queue.expectReply(token) }
         self.loop.updatePresence(RoomName.roomPrefix + name, session: self.sessionID, changes: changes, reply: reply)

@@ -16,10 +16,7 @@ extension SessionStateMachine {
             }
             return .success(options)
         }
-        for (name, value) in headers where name.hasPrefix("x-presence-") && name.utf8.count > 11 {
-            let key = String(name.dropFirst(11))
-            if options.meta[key] == nil { options.meta[key] = value }
-        }
+        options.meta = Dictionary(Self.presenceMeta(headers), uniquingKeysWith: { first, _ in first })
         if let problem = Self.presenceMetaProblem(options.meta, limit: maxMetaBytes) { return .failure(problem) }
         if let value = headers["x-history"] {
             guard let count = Int(value), count >= 0 else {
@@ -38,9 +35,19 @@ extension SessionStateMachine {
         return .success(options)
     }
 
+    /// The `x-presence-<key>:<value>` headers as (key, value), in order, the first of a repeated key only.
+    static func presenceMeta(_ headers: STOMPHeaders) -> [(key: String, value: String)] {
+        var meta: [(key: String, value: String)] = []
+        for (name, value) in headers where name.hasPrefix("x-presence-") && name.utf8.count > 11 {
+            let key = String(name.dropFirst(11))
+            if !meta.contains(where: { $0.key == key }) { meta.append((key, value)) }
+        }
+        return meta
+    }
+
     /// Metadata larger than the limit (counted as keys plus values, as the room counts it).
     static func presenceMetaProblem(_ meta: [String: String], limit: Int) -> SettingProblem? {
-        let size = meta.reduce(0) { $0 + $1.key.utf8.count + $1.value.utf8.count }
+        let size = RoomLimits.size(of: meta)
         guard size > limit else { return nil }
         return SettingProblem("presence metadata (x-presence-* headers) of \(size) bytes exceeds the limit of \(limit) (presence-max-meta-bytes)")
     }

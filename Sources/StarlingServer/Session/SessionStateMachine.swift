@@ -239,8 +239,7 @@ struct SessionStateMachine {
             return self.fail(problem, receipt: receipt)
         }
         if destination.hasPrefix(RoomName.presencePrefix) {
-            var meta: [String: String] = [:]
-            for (name, value) in frame.headers where name.hasPrefix("x-presence-") && meta[name] == nil { meta[String(name.dropFirst(11))] = value }
+            let meta = Dictionary(Self.presenceMeta(frame.headers), uniquingKeysWith: { first, _ in first })
             if let problem = Self.presenceMetaProblem(meta, limit: self.configuration.maxPresenceMetaBytes) {
                 return self.fail(problem.description, receipt: receipt)
             }
