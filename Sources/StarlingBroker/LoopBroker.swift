@@ -221,12 +221,8 @@ public final class LoopBroker: @unchecked Sendable {
             self.writeStream(messages, to: subscription, cursor: cursor)
             return
         }
-        let sink = subscription.sink
-        sink.deliver(messages, to: subscription)
-        if !sink.needsFlush {
-            sink.needsFlush = true
-            self.dirty.append(sink)
-        }
+        subscription.sink.deliver(messages, to: subscription)
+        self.markDirty(subscription.sink)
     }
 
     /// Marks `sink` as having unflushed writes, flushed by the next `flushDirty`.
@@ -240,10 +236,7 @@ public final class LoopBroker: @unchecked Sendable {
     /// Marks `sink` as having unflushed writes (replies, heart-beats) and flushes it at the end of this loop tick,
     /// together with everything else written in the tick.
     public func scheduleFlush(_ sink: MessageSink) {
-        if !sink.needsFlush {
-            sink.needsFlush = true
-            self.dirty.append(sink)
-        }
+        self.markDirty(sink)
         if !self.flushScheduled {
             self.flushScheduled = true
             self.eventLoop.execute {
