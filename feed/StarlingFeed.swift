@@ -62,12 +62,11 @@ struct StarlingFeed: ParsableCommand {
 
         let start = Date()
         let interval = 0.01
-        var due = 0.0
         var sent = 0
         while self.duration == 0 || Date().timeIntervalSince(start) < self.duration {
-            due += self.rate * interval
-            while due >= 1 {
-                due -= 1
+            // Paced by the clock, not by counting sleeps (which run long): `rate` per second on average.
+            let due = Int(Date().timeIntervalSince(start) * self.rate)
+            while sent < due {
                 let index = Int(random.next() % UInt64(book.count))
                 book[index].step(&random)
                 try socket.send(book[index].frame(prefix: self.prefix))

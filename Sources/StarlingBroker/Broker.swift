@@ -9,17 +9,20 @@ public final class Broker: Sendable {
     public let idempotency: IdempotencyTable
     /// Where persistent queue messages are kept (nil: memory only).
     public let store: MessageStore?
+    /// How topic messages reach slow subscribers, and how often at most.
+    public let deliveryPolicies: DeliveryPolicies
     private let nextStoreID = ManagedAtomic<UInt64>(1)
 
     public init(
         eventLoops: [any EventLoop], queuePolicies: QueuePolicies = QueuePolicies(), historyPolicies: HistoryPolicies = HistoryPolicies(),
-        roomLimits: RoomLimits = RoomLimits(),
+        roomLimits: RoomLimits = RoomLimits(), deliveryPolicies: DeliveryPolicies = DeliveryPolicies(),
         idempotency: IdempotencyTable = IdempotencyTable(), store: MessageStore? = nil
     ) {
         precondition(!eventLoops.isEmpty)
         self.interest = InterestTable(loopCount: eventLoops.count)
         self.idempotency = idempotency
         self.store = store
+        self.deliveryPolicies = deliveryPolicies
         self.loops = eventLoops.enumerated().map {
             LoopBroker(
                 index: $0.offset, eventLoop: $0.element, loopCount: eventLoops.count, queuePolicies: queuePolicies,

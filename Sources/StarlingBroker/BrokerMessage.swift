@@ -13,6 +13,9 @@ public final class BrokerMessage: Sendable {
     public let route: String
     /// Position in its room's stream or its presence feed (`x-offset`); 0 for everything else.
     public let offset: UInt64
+    /// How it reaches slow subscribers and how often at most (its destination's `DeliveryPolicy`, found once when
+    /// published).
+    public let delivery: DeliveryPolicy
     public let messageID: String
     public let headers: STOMPHeaders
     public let body: ByteBuffer
@@ -45,11 +48,13 @@ public final class BrokerMessage: Sendable {
     /// `serverHeaders` follow `destination` and `message-id`; a SEND header of the same name is not passed on.
     public init(
         destination: String, messageID: String, sendHeaders: STOMPHeaders, body: ByteBuffer, allocator: ByteBufferAllocator,
-        serverHeaders: [(name: String, value: String)] = [], offset: UInt64 = 0, route: String? = nil
+        serverHeaders: [(name: String, value: String)] = [], offset: UInt64 = 0, route: String? = nil,
+        delivery: DeliveryPolicy = .standard
     ) {
         self.destination = destination
         self.route = route ?? destination
         self.offset = offset
+        self.delivery = delivery
         self.messageID = messageID
         self.body = body
         var headers = STOMPHeaders()

@@ -16,6 +16,7 @@ public final class LoopBroker: @unchecked Sendable {
     private var matchCache: [String: [TopicSubscription]] = [:]
     private var interestCache: [String: UInt64] = [:]
     private var interestCacheGeneration: UInt64 = .max
+    private var deliveryPolicyCache: [String: DeliveryPolicy] = [:]
     private var outbox: [[BrokerMessage]]
     private var outboxScheduled = false
     private var flushScheduled = false
@@ -261,6 +262,20 @@ public final class LoopBroker: @unchecked Sendable {
         sinks.removeAll(keepingCapacity: true)
         self.flushing = sinks
     }
+
+    /// The delivery policy of topic `destination` (first matching `[[policy]]`), cached per destination.
+    public func deliveryPolicy(for destination: String) -> DeliveryPolicy {
+        let policies = self.broker.deliveryPolicies
+        if policies.isTrivial { return .standard }
+        if let cached = self.deliveryPolicyCache[destination] { return cached }
+        if self.deliveryPolicyCache.count >= Self.cacheLimit { self.deliveryPolicyCache.removeAll(keepingCapacity: true) }
+        let policy = policies.policy(for: destination)
+        self.deliveryPolicyCache[destination] = policy
+        return policy
+    }
+
+    /// Some policy caps rates: every topic subscription gets a `RateLimiter`.
+    public var hasRateCaps: Bool { self.broker.deliveryPolicies.hasRateCaps }
 
     /// Recent idempotency keys, shared by every loop.
     public var idempotency: IdempotencyTable { self.broker.idempotency }

@@ -253,7 +253,7 @@ final class RoomHost: @unchecked Sendable {
         if let user { stamps.append(("user-name", user)) }
         let message = BrokerMessage(
             destination: stream, messageID: messageID, sendHeaders: headers, body: body, allocator: self.allocator,
-            serverHeaders: stamps, offset: offset
+            serverHeaders: stamps, offset: offset, delivery: self.loop.deliveryPolicy(for: stream)
         )
         let oldest = room.oldestKeptOffset
         if room.keep(message, now: now), self.loop.queueHost.store != nil {

@@ -45,6 +45,8 @@ public final class TopicSubscription: SubscriptionTrieValue {
     public var matchStamp: UInt64 = 0
     /// Set for a room or presence subscription: where it is in its stream.
     public var cursor: StreamCursor?
+    /// Set when the subscription asked for `x-max-rate`, or some policy caps rates: paces its live messages.
+    public var limiter: RateLimiter?
     /// The loop broker's bookkeeping while it delivers a batch (`LoopBroker.deliver`).
     var deliveryStamp: UInt64 = 0
     var deliverySlot = 0

@@ -192,7 +192,10 @@ extension ServerConfiguration {
         "history": "room-history", "history-ttl-ms": "room-history-ttl-ms", "history-max-bytes": "room-history-max-bytes",
     ]
     /// Policy keys of DESIGN.md for features still being built: named in the error instead of "unknown".
-    static let laterPolicyKeys: Set<String> = ["slow-consumer", "max-rate", "persistent"]
+    static let laterPolicyKeys: Set<String> = ["persistent"]
+    /// Keys of a `[[policy]]` table for `/topic/` patterns (and `slow-consumer = "disconnect"` for `/room/`) that say
+    /// how messages reach slow or rate-capped subscribers.
+    static let deliveryPolicyKeys: Set<String> = ["slow-consumer", "max-rate", "max-pending-messages"]
 
     /// Adds one `[[policy]]` table: `match` (a destination pattern) and the settings it overrides. First match wins,
     /// in file order; a queue not matched by any table follows the top-level `queue-*` settings.
@@ -213,7 +216,12 @@ extension ServerConfiguration {
             scratch.rooms.historyTTL = nil
         }
         var ignored = Logger.Level.info
+        var delivery = DeliveryPolicy()
         for entry in table.entries where entry.key != "match" {
+            if Self.deliveryPolicyKeys.contains(entry.key) {
+                try Self.applyDeliveryKey(entry, to: &delivery, pattern: match.value)
+                continue
+            }
             if entry.key == "last-value" {
                 guard isTopic else { throw SettingError("\(entry.location): 'last-value' applies to /topic/ patterns, not '\(match.value)'") }
                 guard entry.value == "true" || entry.value == "false" else {
@@ -242,6 +250,7 @@ extension ServerConfiguration {
         }
         if isTopic || match.value.hasPrefix(RoomName.roomPrefix) {
             self.historyPolicyRules.append((pattern, scratch.rooms))
+            self.deliveryPolicyRules.append((pattern, delivery))
         } else {
             self.queuePolicyRules.append((pattern, scratch.queues))
         }
@@ -249,6 +258,43 @@ extension ServerConfiguration {
 }
 
 /// The subset of TOML this version reads: top-level `key = value` lines (strings, integers, booleans),
+extension ServerConfiguration {
+    /// One of `deliveryPolicyKeys` of a `[[policy]]` table matching `pattern`.
+    static func applyDeliveryKey(_ entry: (key: String, value: String, location: String), to policy: inout DeliveryPolicy, pattern: String) throws(SettingError) {
+        let isTopic = pattern.hasPrefix(TopicName.prefix)
+        let isRoom = pattern.hasPrefix(RoomName.roomPrefix)
+        guard isTopic || (isRoom && entry.key == "slow-consumer") else {
+            let kinds = entry.key == "slow-consumer" ? "/topic/ and /room/ patterns (queues stop dispatching to a slow consumer)" : "/topic/ patterns"
+            throw SettingError("\(entry.location): '\(entry.key)' applies to \(kinds), not '\(pattern)'")
+        }
+        switch entry.key {
+        case "slow-consumer":
+            guard let value = DeliveryPolicy.SlowConsumer(rawValue: entry.value) else {
+                let names = DeliveryPolicy.SlowConsumer.allCases.map(\.rawValue).joined(separator: ", ")
+                throw SettingError("\(entry.location): slow-consumer: expected one of \(names), got '\(entry.value)'")
+            }
+            guard isTopic || value == .disconnect else {
+                throw SettingError(
+                    "\(entry.location): slow-consumer: rooms deliver every message or disconnect (clients resume with x-resume-from); '\(entry.value)' applies to /topic/ patterns"
+                )
+            }
+            policy.slowConsumer = value
+        case "max-rate":
+            guard let rate = SessionStateMachine.rate(entry.value) else {
+                throw SettingError(
+                    "\(entry.location): max-rate: \(SessionStateMachine.rateExpectation), got '\(entry.value)'"
+                )
+            }
+            policy.maxRate = rate
+        default:
+            guard let count = Int(entry.value), (1...1_000_000).contains(count) else {
+                throw SettingError("\(entry.location): max-pending-messages: expected a number of messages from 1 to 1000000, got '\(entry.value)'")
+            }
+            policy.maxPendingMessages = count
+        }
+    }
+}
+
 /// `[[policy]]` tables of the same lines, and comments. Other tables (`[auth]`, ...) arrive with the issues that
 /// give them meaning; until then they are an error.
 enum ConfigFile {

@@ -42,6 +42,8 @@ public struct ServerConfiguration: Sendable {
     public var rooms = HistoryPolicy()
     /// `[[policy]]` tables for rooms, first match wins.
     public var historyPolicyRules: [(pattern: DestinationPattern, policy: HistoryPolicy)] = []
+    /// The delivery part (`slow-consumer`, `max-rate`, `max-pending-messages`) of the same tables, in the same order.
+    public var deliveryPolicyRules: [(pattern: DestinationPattern, policy: DeliveryPolicy)] = []
     /// How long, and for how many keys, SEND `idempotency-key`s are remembered.
     public var idempotencyWindowMilliseconds = 300_000
     public var idempotencyMaxKeys = 100_000

@@ -60,6 +60,7 @@ public final class StarlingServer: Service, Sendable {
             queuePolicies: QueuePolicies(defaultPolicy: configuration.queues, rules: configuration.queuePolicyRules),
             historyPolicies: HistoryPolicies(roomDefault: configuration.rooms, rules: configuration.historyPolicyRules),
             roomLimits: RoomLimits(maxMetaBytes: configuration.limits.maxPresenceMetaBytes),
+            deliveryPolicies: DeliveryPolicies(rules: configuration.deliveryPolicyRules),
             idempotency: IdempotencyTable(
                 windowMilliseconds: Int64(configuration.idempotencyWindowMilliseconds), capacity: configuration.idempotencyMaxKeys
             ),
@@ -224,15 +225,20 @@ public final class StarlingServer: Service, Sendable {
     }
 
     private func bootstrap() -> ServerBootstrap {
-        let budget = self.configuration.limits.maxPendingBytes
+        // Past the high-water mark the socket counts as full: deliveries wait, per their slow-consumer policies, in the
+        // connection's backlog (bounded by max-pending-bytes), instead of in NIO's write queue.
+        let highWater = Self.highWaterMark(self.configuration.limits.maxPendingBytes)
         return ServerBootstrap(group: self.group)
             .serverChannelOption(.backlog, value: 4096)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .childChannelOption(.writeBufferWaterMark, value: .init(low: budget / 2, high: budget))
+            .childChannelOption(.writeBufferWaterMark, value: .init(low: highWater / 2, high: highWater))
             .childChannelOption(.maxMessagesPerRead, value: 16)
     }
+
+    /// Bytes queued in the server for a socket the kernel does not take any more before the client counts as slow.
+    static func highWaterMark(_ maxPendingBytes: Int) -> Int { min(64 * 1024, maxPendingBytes) }
 
     private func makeConnection(
         loop: LoopBroker, transport: any STOMPTransport, kind: String, maxVersion: STOMPVersion? = nil
@@ -270,6 +276,7 @@ public final class StarlingServer: Service, Sendable {
         ]
         var settings = STOMPConnection.Settings(parserLimits: configuration.parserLimits, session: session)
         settings.heartbeatGraceFactor = configuration.heartbeat.graceFactor
+        settings.maxPendingBytes = configuration.limits.maxPendingBytes
         settings.connectTimeout = .milliseconds(Int64(configuration.heartbeat.connectTimeoutMilliseconds))
         return settings
     }

@@ -9,4 +9,12 @@ public protocol WebSocketConnectionDelegate: AnyObject {
     /// close timeout, TCP drop). `code` is the peer's Close code when the peer sent one, the code we sent when
     /// we failed the connection or our Close went unanswered, and `nil` when TCP ended without a Close.
     func webSocketConnectionDidClose(_ connection: WebSocketConnectionHandler, code: WebSocketCloseCode?)
+
+    /// The socket takes writes again (it had more than the channel's high-water mark queued, and drained below the
+    /// low one).
+    func webSocketConnectionBecameWritable(_ connection: WebSocketConnectionHandler)
+}
+
+extension WebSocketConnectionDelegate {
+    public func webSocketConnectionBecameWritable(_ connection: WebSocketConnectionHandler) {}
 }

@@ -237,6 +237,11 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler {
         context.fireChannelReadComplete()
     }
 
+    public func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { self.delegate?.webSocketConnectionBecameWritable(self) }
+        context.fireChannelWritabilityChanged()
+    }
+
     public func channelInactive(context: ChannelHandlerContext) {
         self.batch.discard()
         self.closeTimer?.cancel()

@@ -85,7 +85,14 @@ struct ServerConfigurationTests {
             ("[[policy]]\nmatch = \"/queue/a\"\nmax-deliveries = zero\n", ":3: max-deliveries: expected an integer"),
             ("[[policy]]\nmatch = \"/queue/a\"\ncolour = 1\n", ":3: unknown policy key 'colour'"),
             ("[[policy]]\nmatch = \"/topic/a\"\nmax-length = 1\n", ":3: 'max-length' applies to /queue/ patterns"),
-            ("[[policy]]\nmatch = \"/topic/a\"\nslow-consumer = \"conflate\"\n", ":3: policy key 'slow-consumer' is not supported by this version"),
+            ("[[policy]]\nmatch = \"/topic/a\"\nslow-consumer = \"later\"\n", ":3: slow-consumer: expected one of disconnect, conflate, drop-oldest"),
+            ("[[policy]]\nmatch = \"/room/a\"\nslow-consumer = \"conflate\"\n", ":3: slow-consumer: rooms deliver every message or disconnect"),
+            ("[[policy]]\nmatch = \"/queue/a\"\nslow-consumer = \"disconnect\"\n", ":3: 'slow-consumer' applies to /topic/ and /room/ patterns"),
+            ("[[policy]]\nmatch = \"/room/a\"\nmax-rate = 1\n", ":3: 'max-rate' applies to /topic/ patterns"),
+            ("[[policy]]\nmatch = \"/topic/a\"\nmax-rate = -1\n", ":3: max-rate: expected updates per second"),
+            ("[[policy]]\nmatch = \"/topic/a\"\nmax-rate = 2000\n", ":3: max-rate: expected updates per second"),
+            ("[[policy]]\nmatch = \"/topic/a\"\nmax-pending-messages = 0\n", ":3: max-pending-messages: expected a number of messages"),
+            ("[[policy]]\nmatch = \"/topic/a\"\npersistent = true\n", ":3: policy key 'persistent' is not supported by this version"),
             ("[[policy]]\nmatch = \"/room/a\"\nlast-value = true\n", ":3: 'last-value' applies to /topic/ patterns"),
             ("[[policy]]\nmatch = \"/topic/a\"\nlast-value = yes\n", ":3: last-value: expected true or false"),
             ("[[policy]]\nmatch = \"/queue/a\"\nhistory = 5\n", ":3: 'history' applies to /room/ and /topic/ patterns"),
@@ -130,6 +137,37 @@ struct ServerConfigurationTests {
         #expect(policies.coversTopics && policies.coversLastValues)
         let quotes = policies.policy(for: "/topic/quotes.eu.x")
         #expect(quotes?.lastValue == true && quotes?.history == 1 && quotes?.historyTTL == nil, "a last value keeps one, for good")
+    }
+
+    @Test("Delivery policies: slow-consumer, max-rate and max-pending-messages by pattern, first match wins (also over tables that set only history).")
+    func deliveryPolicies() throws {
+        let file = try self.write("""
+            [[policy]]
+            match = "/topic/prices.fx.#"
+            history = 5
+            [[policy]]
+            match = "/topic/prices.#"
+            last-value = true
+            slow-consumer = "conflate"
+            max-rate = 2.5
+            [[policy]]
+            match = "/topic/news.*"
+            slow-consumer = "drop-oldest"
+            max-pending-messages = 50
+            [[policy]]
+            match = "/room/#"
+            slow-consumer = "disconnect"
+            """)
+        let (configuration, _) = try ServerConfiguration.resolve(flags: [:], environment: [:], configFile: file)
+        let policies = DeliveryPolicies(rules: configuration.deliveryPolicyRules)
+        #expect(!policies.isTrivial && policies.hasRateCaps)
+        let prices = policies.policy(for: "/topic/prices.aapl")
+        #expect(prices.slowConsumer == .conflate && prices.maxRate == 2.5)
+        #expect(policies.policy(for: "/topic/prices.fx.eur") == .standard, "the first matching table decides")
+        let news = policies.policy(for: "/topic/news.eu")
+        #expect(news.slowConsumer == .dropOldest && news.maxPendingMessages == 50 && news.maxRate == 0)
+        #expect(policies.policy(for: "/topic/other") == .standard)
+        #expect(DeliveryPolicies(rules: []).isTrivial)
     }
 
     @Test("The WebSocket message limit defaults to the body limit plus room for headers.")

@@ -160,6 +160,27 @@ struct SessionStateMachineTests {
         #expect(SessionStateMachine.expiry(of: [:], now: 1_000) == nil)
     }
 
+    @Test("SUBSCRIBE reads x-max-rate on topics (a decimal rate up to 1000, 0 = unlimited) and rejects anything else.")
+    func maxRate() {
+        var machine = self.connected()
+        #expect(machine.receive(self.frame(.subscribe, [("destination", "/topic/p.*"), ("id", "1"), ("x-max-rate", "2.5")]))
+            == .subscribe(id: "1", destination: "/topic/p.*", ackMode: .auto, prefetch: nil, maxRate: 2.5, receipt: nil))
+        #expect(machine.receive(self.frame(.subscribe, [("destination", "/topic/p.a"), ("id", "2"), ("x-max-rate", "0")]))
+            == .subscribe(id: "2", destination: "/topic/p.a", ackMode: .auto, prefetch: nil, maxRate: 0, receipt: nil))
+        for (destination, value) in [
+            ("/topic/a", "abc"), ("/topic/a", "-1"), ("/topic/a", "1e9"), ("/topic/a", "5000"), ("/topic/a", ""), ("/topic/a", "0x10"),
+            ("/topic/a", "inf"), ("/topic/a", "1.2.3"), ("/topic/a", "0.0001"), ("/topic/a", "0.00000000001"), ("/queue/a", "5"), ("/room/a", "5"),
+        ] {
+            var bad = self.connected()
+            guard case .error(let message, _, _) = bad.receive(self.frame(.subscribe, [("destination", destination), ("id", "1"), ("x-max-rate", value)]))
+            else {
+                Issue.record("expected ERROR for x-max-rate '\(value)' on \(destination)")
+                continue
+            }
+            #expect(message.contains("x-max-rate"), "\(message)")
+        }
+    }
+
     @Test("SUBSCRIBE reads prefetch-count (or activemq.prefetchSize) and rejects bad values.")
     func prefetch() {
         var machine = self.connected()

@@ -28,9 +28,11 @@ extension STOMPConnection {
 
     /// Joins a room, watches its presence, or reads a topic's history. The RECEIPT (if any) follows the snapshot,
     /// from `deliverSnapshot`.
-    func subscribeStream(id: String, destination: String, ackMode: AckMode, options: SessionStateMachine.RoomOptions?, receipt: String?) {
+    func subscribeStream(
+        id: String, destination: String, ackMode: AckMode, options: SessionStateMachine.RoomOptions?, maxRate: Double, receipt: String?
+    ) {
         if destination.hasPrefix(TopicName.prefix), !self.readsHistory(destination, options) {
-            self.subscribeLastValues(id: id, destination: destination, ackMode: ackMode, receipt: receipt)
+            self.subscribeLastValues(id: id, destination: destination, ackMode: ackMode, maxRate: maxRate, receipt: receipt)
             return
         }
         let options = options ?? SessionStateMachine.RoomOptions()
@@ -48,6 +50,7 @@ extension STOMPConnection {
             guard let words = try? TopicName.publishWords(destination) else { return }
             stream = destination
             subscription = TopicSubscription(id: id, destination: destination, words: words, ackMode: ackMode, version: self.version, sink: self)
+            self.pace(subscription, maxRate: maxRate)
         }
         subscription.cursor = StreamCursor()
         self.subscriptions[id] = subscription
@@ -68,9 +71,10 @@ extension STOMPConnection {
 
     /// A topic subscription that first gets the last value of every last-value topic it matches (issue 8), marked
     /// `x-snapshot:true`, then live messages with no gap or duplicate per topic, then its RECEIPT.
-    private func subscribeLastValues(id: String, destination: String, ackMode: AckMode, receipt: String?) {
+    private func subscribeLastValues(id: String, destination: String, ackMode: AckMode, maxRate: Double, receipt: String?) {
         guard let words = try? TopicName.patternWords(destination), let pattern = DestinationPattern(destination) else { return }
         let subscription = TopicSubscription(id: id, destination: destination, words: words, ackMode: ackMode, version: self.version, sink: self)
+        self.pace(subscription, maxRate: maxRate)
         self.subscriptions[id] = subscription
         if ackMode != .auto { self.clientAckTopicSubscriptions += 1 }
         self.loop.subscribeWithLastValues(subscription, pattern: pattern, receipt: receipt)
@@ -109,17 +113,14 @@ extension STOMPConnection {
     }
 
     /// Writes room or presence MESSAGEs with `marks` (e.g. `x-history:true`) after the per-subscriber head.
+    /// While the client is slow they wait, in order, with what else must not be lost.
     func deliver(_ messages: ArraySlice<BrokerMessage>, to subscription: TopicSubscription, marks: ByteBuffer) {
-        guard !self.closed, let transport = self.transport else { return }
-        let version = self.version
-        for message in messages {
-            var head = subscription.head
-            head.writeImmutableBuffer(marks)
-            if subscription.ackMode != .auto {
-                STOMPFrameEncoder.writeHeader("ack", message.messageID, to: &head, version: version)
-            }
-            transport.write(head: head, body: message.shared(for: version), isText: message.isUTF8)
+        guard !self.closed, self.transport != nil else { return }
+        if let backlog = self.backlog {
+            for message in messages { backlog.append(message, to: subscription, marks: marks) }
+            self.checkBacklogBudget()
+            return
         }
-        self.wroteSinceTick = true
+        for message in messages { self.write(message, to: subscription, marks: marks) }
     }
 }

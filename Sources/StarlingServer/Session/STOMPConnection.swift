@@ -16,6 +16,8 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
         var connectTimeout = TimeAmount.seconds(10)
         /// "tcp" or "ws", for logs.
         var transportName = "tcp"
+        /// Bytes held for a slow client (beyond its socket's buffers) before it is disconnected (`max-pending-bytes`).
+        var maxPendingBytes = 4 << 20
         var allocator = ByteBufferAllocator()
     }
 
@@ -23,8 +25,8 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
     var transport: (any STOMPTransport)?
     private var parser: STOMPFrameParser
     private var machine: SessionStateMachine
-    private let settings: Settings
-    private let logger: Logger
+    let settings: Settings
+    let logger: Logger
     var subscriptions: [String: TopicSubscription] = [:]
     /// Topic subscriptions with a client ack mode: ACKs for their deliveries are accepted (and need nothing).
     var clientAckTopicSubscriptions = 0
@@ -46,6 +48,8 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
     var version = STOMPVersion.v1_2
     private var messageCounter: UInt64 = 0
     var closed = false
+    /// Set while the socket is full: deliveries wait here, per their destinations' slow-consumer policies.
+    var backlog: OutboundBacklog?
     /// False once DISCONNECT or an error ended the session: later inbound frames are ignored.
     var acceptingFrames = true
 
@@ -63,7 +67,7 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
     var needsFlush = false
     var sessionID: String { self.settings.session.sessionID }
     /// Built when something is logged, not kept per connection.
-    private var logMetadata: Logger.Metadata {
+    var logMetadata: Logger.Metadata {
         ["session": "\(self.sessionID)", "transport": "\(self.settings.transportName)"]
     }
 
@@ -109,16 +113,19 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
             if let login, !login.isEmpty { self.authorHeaders = [("user-name", login)] }
             self.writeFrame(frame)
             self.startHeartbeats(heartbeat)
-        case .subscribe(let id, let destination, let ackMode, _, false, let options, let receipt) where self.isStream(destination, options):
-            self.subscribeStream(id: id, destination: destination, ackMode: ackMode, options: options, receipt: receipt)
-        case .subscribe(let id, let destination, let ackMode, let prefetch, let durable, _, let receipt):
-            guard self.subscribe(id: id, destination: destination, ackMode: ackMode, prefetch: prefetch, durable: durable, receipt: receipt)
-            else { return }
+        case .subscribe(let id, let destination, let ackMode, _, false, let options, let maxRate, let receipt)
+        where self.isStream(destination, options):
+            self.subscribeStream(id: id, destination: destination, ackMode: ackMode, options: options, maxRate: maxRate, receipt: receipt)
+        case .subscribe(let id, let destination, let ackMode, let prefetch, let durable, _, let maxRate, let receipt):
+            guard self.subscribe(
+                id: id, destination: destination, ackMode: ackMode, prefetch: prefetch, durable: durable, maxRate: maxRate, receipt: receipt
+            ) else { return }
             self.sendReceipt(receipt)
         case .unsubscribe(let id, let durable, let receipt):
             if let subscription = self.subscriptions.removeValue(forKey: id) {
                 if subscription.ackMode != .auto { self.clientAckTopicSubscriptions -= 1 }
                 self.loop.unsubscribe(subscription)
+                self.backlog?.remove(subscription)
                 if subscription.cursor != nil { self.leaveRoom(subscription) }
             } else {
                 self.unsubscribeQueue(id: id, endDurable: durable)
@@ -156,7 +163,7 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
             body.writeString(detail)
         }
         self.logger.debug("protocol error", metadata: self.logMetadata.merging(["error": "\(message)"]) { $1 })
-        self.writeFrame(STOMPFrame(.error, headers: headers, body: body))
+        self.writeFrame(STOMPFrame(.error, headers: headers, body: body), inOrder: false)
         self.close(.protocolError)
     }
 
@@ -222,7 +229,8 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
         }
         let message = BrokerMessage(
             destination: destination, messageID: messageID, sendHeaders: headers, body: publish.body,
-            allocator: self.settings.allocator, serverHeaders: self.authorHeaders
+            allocator: self.settings.allocator, serverHeaders: self.authorHeaders,
+            delivery: destination.hasPrefix(TopicName.prefix) ? self.loop.deliveryPolicy(for: destination) : .standard
         )
         if destination.hasPrefix(QueueName.prefix) {
             let reply = QueueReply(loopIndex: self.loop.index, sink: self, token: token, wantsSuccess: wantsReceipt)
@@ -237,64 +245,6 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
         }
         guard let words = try? TopicName.publishWords(destination) else { return }
         self.loop.publish(message, words: words)
-    }
-
-    // MARK: subscribing
-
-    /// Subscribes to a destination the state machine accepted. Returns false when refused (ERROR sent).
-    private func subscribe(
-        id: String, destination: String, ackMode: AckMode, prefetch: Int?, durable: Bool, receipt: String?
-    ) -> Bool {
-        if destination.hasPrefix(QueueName.prefix) {
-            if TempQueueName.isTemporary(destination), !TempQueueName.belongs(destination, to: self.sessionID) {
-                self.fail("'\(destination)' is another connection's temporary queue: only its connection may consume from it",
-                          receiptID: receipt, detail: nil)
-                return false
-            }
-            self.subscribeQueue(id: id, destination: destination, ackMode: ackMode, prefetch: prefetch)
-            return true
-        }
-        if destination.hasPrefix(TempQueueName.prefix) {
-            let name = destination.dropFirst(TempQueueName.prefix.count)
-            self.subscribeQueue(
-                id: id, destination: TempQueueName.queue(session: self.sessionID, name: name), ackMode: ackMode, prefetch: prefetch
-            )
-            return true
-        }
-        let pattern: String
-        let words: [Substring]
-        if let rest = UserDestination.subscribeRest(destination) {
-            guard let login = self.login, !login.isEmpty else {
-                self.fail("'\(destination)' needs a login: /user/ destinations belong to the CONNECT login", receiptID: receipt, detail: nil)
-                return false
-            }
-            pattern = UserDestination.routing(login: Substring(login), rest: rest)
-            words = UserDestination.words(login: Substring(login), rest: rest)
-        } else {
-            // The state machine validated the destination; a failure here is a bug, not a client error.
-            guard let topicWords = try? TopicName.patternWords(destination) else { return false }
-            pattern = destination
-            words = topicWords
-        }
-        if durable {
-            guard let clientID = self.clientID ?? self.login, !clientID.isEmpty else {
-                self.fail("a durable subscription needs a client-id (or login) header on CONNECT to be found again",
-                          receiptID: receipt, detail: nil)
-                return false
-            }
-            // The durable subscription is a queue bound to the topic: it collects while the client is away.
-            let queue = Self.durableQueue(clientID: clientID, subscriptionID: id)
-            self.loop.bindDurable(queue: queue, pattern: pattern, words: words)
-            self.subscribeQueue(id: id, destination: queue, ackMode: ackMode, prefetch: prefetch, durable: true)
-            return true
-        }
-        let subscription = TopicSubscription(
-            id: id, destination: pattern, words: words, ackMode: ackMode, version: self.version, sink: self
-        )
-        self.subscriptions[id] = subscription
-        if ackMode != .auto { self.clientAckTopicSubscriptions += 1 }
-        self.loop.subscribe(subscription)
-        return true
     }
 
     func sendReceipt(_ receipt: String?) {
@@ -312,14 +262,21 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
         self.writeEncoded(bytes, isText: true)
     }
 
-    private func writeFrame(_ frame: STOMPFrame) {
+    private func writeFrame(_ frame: STOMPFrame, inOrder: Bool = true) {
         let bytes = STOMPFrameEncoder.encode(frame, version: self.version, allocator: self.settings.allocator)
-        self.writeEncoded(bytes, isText: UTF8Check.isValid(frame.body))
+        self.writeEncoded(bytes, isText: UTF8Check.isValid(frame.body), inOrder: inOrder)
     }
 
-    /// Writes one encoded frame (not a delivery) and flushes it at the end of the loop tick.
-    private func writeEncoded(_ bytes: ByteBuffer, isText: Bool) {
+    /// Writes one encoded frame (not a delivery) and flushes it at the end of the loop tick. While the client is slow
+    /// it waits behind what is held for it (`inOrder`: a RECEIPT after the history it follows), unless it is the
+    /// last frame before closing.
+    private func writeEncoded(_ bytes: ByteBuffer, isText: Bool, inOrder: Bool = true) {
         guard let transport = self.transport else { return }
+        if inOrder, let backlog = self.backlog {
+            backlog.append(head: nil, body: bytes, isText: isText)
+            self.checkBacklogBudget()
+            return
+        }
         transport.write(head: nil, body: bytes, isText: isText)
         self.wroteSinceTick = true
         self.scheduleFlush()
@@ -333,6 +290,10 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
 
     func deliver(_ messages: ArraySlice<BrokerMessage>, to subscription: TopicSubscription) {
         guard !self.closed, let transport = self.transport else { return }
+        if self.backlog != nil || subscription.limiter != nil {
+            self.deliverPaced(messages, to: subscription)
+            return
+        }
         let version = self.version
         if subscription.ackMode == .auto {
             for message in messages {
@@ -358,14 +319,10 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
             // Settled by the clock once the socket drains (`clockTick`).
             self.clock.add(self)
         }
-        if !transport.isWritable && !self.subscriptions.isEmpty {
-            // Past the outbound budget after a flush: the client is not reading. DESIGN.md: disconnect, with ERROR.
-            self.logger.info("slow consumer disconnected", metadata: self.logMetadata)
-            var headers: STOMPHeaders = [:]
-            headers.add("message", "slow consumer: outbound buffer limit exceeded")
-            let bytes = STOMPFrameEncoder.encode(STOMPFrame(.error, headers: headers), version: self.version)
-            transport.write(head: nil, body: bytes, isText: true)
-            self.close(.slowConsumer)
+        if !transport.isWritable && self.backlog == nil {
+            // The socket is full: from now on deliveries are held per their slow-consumer policies until it drains
+            // (`transportWritable`).
+            self.backlog = OutboundBacklog()
         }
     }
 
@@ -375,14 +332,14 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
             // A plain TCP client has no close code to read: tell it in STOMP.
             var headers: STOMPHeaders = [:]
             headers.add("message", "server shutting down")
-            self.writeFrame(STOMPFrame(.error, headers: headers))
+            self.writeFrame(STOMPFrame(.error, headers: headers), inOrder: false)
         }
         self.close(.goingAway)
     }
 
     // MARK: lifecycle
 
-    private func close(_ reason: TransportCloseReason) {
+    func close(_ reason: TransportCloseReason) {
         guard !self.closed else { return }
         self.closed = true
         self.acceptingFrames = false
@@ -392,6 +349,7 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
     /// The transport is gone (socket closed for any reason): drop every subscription and timer.
     func transportClosed() {
         self.closed = true
+        self.backlog = nil
         self.clock.remove(self)
         for subscription in self.subscriptions.values {
             self.loop.unsubscribe(subscription)

@@ -75,9 +75,10 @@ struct SessionStateMachine {
         /// `prefetch`: the SUBSCRIBE's `prefetch-count` (or `activemq.prefetchSize`), for queues.
         /// `durable`: `durable:true` or `persistent:true` on a topic SUBSCRIBE (the subscription outlives the connection).
         /// `room`: the room options of a `/room/` or `/presence/` SUBSCRIBE.
+        /// `maxRate`: a topic SUBSCRIBE's `x-max-rate` (updates per second per destination and key; 0 = unlimited).
         case subscribe(
             id: String, destination: String, ackMode: AckMode, prefetch: Int?, durable: Bool = false, room: RoomOptions? = nil,
-            receipt: String?
+            maxRate: Double = 0, receipt: String?
         )
         /// `durable`: the UNSUBSCRIBE also ends a durable subscription (otherwise it keeps collecting messages).
         case unsubscribe(id: String, durable: Bool = false, receipt: String?)
@@ -307,11 +308,37 @@ struct SessionStateMachine {
             case .failure(let problem): return self.fail(problem.description, receipt: receipt)
             }
         }
+        var maxRate = 0.0
+        if let value = frame.headers["x-max-rate"] {
+            guard destination.hasPrefix(TopicName.prefix), !durable else {
+                return self.fail("x-max-rate applies to (non-durable) /topic/ subscriptions, not '\(destination)'", receipt: receipt)
+            }
+            guard let rate = Self.rate(value) else {
+                return self.fail(
+                    "invalid x-max-rate '\(value)': \(Self.rateExpectation)",
+                    receipt: receipt
+                )
+            }
+            maxRate = rate
+        }
         self.subscriptions[id] = destination
         return .subscribe(
-            id: id, destination: destination, ackMode: ackMode, prefetch: prefetch, durable: durable, room: room, receipt: receipt
+            id: id, destination: destination, ackMode: ackMode, prefetch: prefetch, durable: durable, room: room, maxRate: maxRate,
+            receipt: receipt
         )
     }
+
+    /// A rate in updates per second: digits with at most one `.`; 0 (unlimited), or from `DeliveryPolicy.minRateLimit`
+    /// to `DeliveryPolicy.maxRateLimit`.
+    static func rate(_ text: String) -> Double? {
+        guard !text.isEmpty, text.utf8.count <= 16, text.utf8.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || $0 == UInt8(ascii: ".") }),
+              let rate = Double(text), rate.isFinite, rate == 0 || (DeliveryPolicy.minRateLimit...DeliveryPolicy.maxRateLimit).contains(rate)
+        else { return nil }
+        return rate
+    }
+
+    /// What `rate` accepts, for error messages.
+    static let rateExpectation = "expected updates per second: 0 (unlimited) or a number from \(DeliveryPolicy.minRateLimit) to \(Int(DeliveryPolicy.maxRateLimit))"
 
     private mutating func unsubscribe(_ frame: STOMPFrame, version: STOMPVersion, receipt: String?) -> Action {
         guard let id = frame.headers["id"] ?? (version == .v1_0 ? frame.headers["destination"] : nil) else {

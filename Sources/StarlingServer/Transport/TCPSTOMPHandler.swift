@@ -42,6 +42,11 @@ final class TCPSTOMPHandler: ChannelInboundHandler, STOMPTransport {
         self.connection?.received(&buffer)
     }
 
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { self.connection?.transportWritable() }
+        context.fireChannelWritabilityChanged()
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
         self.batch.discard()
         self.connection?.transportClosed()

@@ -34,6 +34,10 @@ final class WebSocketSTOMPBridge: WebSocketConnectionDelegate, STOMPTransport {
         self.webSocket = nil
     }
 
+    func webSocketConnectionBecameWritable(_ connection: WebSocketConnectionHandler) {
+        self.connection?.transportWritable()
+    }
+
     // MARK: STOMPTransport
 
     func write(head: ByteBuffer?, body: ByteBuffer, isText: Bool) {
