@@ -827,7 +827,8 @@ export class StarlingClient {
       sub.receipt = new Promise((resolve, reject) => (sub._receiptWanted = { receipt, resolve, reject }));
     }
     this._subscriptions.set(sub.id, sub);
-    if (this.state === State.CONNECTED) this._sendSubscribe(sub);
+    // A socket already closing (state not yet updated) gets it on the next CONNECTED, like any restored one.
+    if (this.state === State.CONNECTED && this._ws?.readyState === 1) this._sendSubscribe(sub);
     return sub;
   }
 
@@ -849,7 +850,8 @@ export class StarlingClient {
   _addSubscription(sub) {
     if (this._subscriptions.has(sub.id)) throw new StompError(`subscription id '${sub.id}' already in use`);
     this._subscriptions.set(sub.id, sub);
-    if (this.state === State.CONNECTED) this._sendSubscribe(sub);
+    // A socket already closing (state not yet updated) gets it on the next CONNECTED, like any restored one.
+    if (this.state === State.CONNECTED && this._ws?.readyState === 1) this._sendSubscribe(sub);
     return sub;
   }
 

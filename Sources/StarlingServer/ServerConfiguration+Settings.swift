@@ -159,6 +159,7 @@ extension ServerConfiguration {
         }
         var values: [String: String] = [:]
         var policyTables: [ConfigFile.Table] = []
+        var authTable: ConfigFile.Table?
         if let configFile {
             let text: String
             do {
@@ -166,7 +167,7 @@ extension ServerConfiguration {
             } catch {
                 throw SettingError("config: cannot read '\(configFile)': \(error.localizedDescription)")
             }
-            (values, policyTables) = try ConfigFile.parse(text, file: configFile)
+            (values, policyTables, authTable) = try ConfigFile.parse(text, file: configFile)
         }
         for (name, _) in self.settings {
             let variable = "STARLING_" + name.uppercased().replacingOccurrences(of: "-", with: "_")
@@ -177,6 +178,7 @@ extension ServerConfiguration {
             if let value = values[name] { try configuration.apply(name, value, logLevel: &logLevel) }
         }
         for table in policyTables { try configuration.addPolicy(table) }
+        if let authTable { try configuration.setAuth(authTable) }
         return (configuration, logLevel)
     }
 
@@ -295,17 +297,21 @@ extension ServerConfiguration {
     }
 }
 
-/// `[[policy]]` tables of the same lines, and comments. Other tables (`[auth]`, ...) arrive with the issues that
-/// give them meaning; until then they are an error.
+/// `[[policy]]` tables of the same lines, an `[auth]` table, and comments. Other tables (`[tls]`, ...) arrive with
+/// the issues that give them meaning; until then they are an error.
 enum ConfigFile {
     struct Table {
         var location: String
         var entries: [(key: String, value: String, location: String)] = []
     }
 
-    static func parse(_ text: String, file: String) throws(ServerConfiguration.SettingError) -> (values: [String: String], policies: [Table]) {
+    static func parse(
+        _ text: String, file: String
+    ) throws(ServerConfiguration.SettingError) -> (values: [String: String], policies: [Table], auth: Table?) {
         var values: [String: String] = [:]
         var policies: [Table] = []
+        var auth: Table?
+        var inAuth = false
         let known = Set(ServerConfiguration.settings.map(\.name))
         for (number, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             let line = Self.stripComment(rawLine).trimmingCharacters(in: .whitespaces)
@@ -313,6 +319,13 @@ enum ConfigFile {
             let location = "\(file):\(number + 1)"
             if line == "[[policy]]" {
                 policies.append(Table(location: location))
+                inAuth = false
+                continue
+            }
+            if line == "[auth]" {
+                guard auth == nil else { throw .init("\(location): [auth] appears twice") }
+                auth = Table(location: location)
+                inAuth = true
                 continue
             }
             if line.hasPrefix("[") {
@@ -328,6 +341,11 @@ enum ConfigFile {
                 value = String(value.dropFirst().dropLast())
             }
             guard !value.isEmpty else { throw .init("\(location): '\(key)' has no value") }
+            if inAuth {
+                guard !auth!.entries.contains(where: { $0.key == key }) else { throw .init("\(location): '\(key)' appears twice in [auth]") }
+                auth!.entries.append((key, value, location))
+                continue
+            }
             if !policies.isEmpty {
                 guard !policies[policies.count - 1].entries.contains(where: { $0.key == key }) else {
                     throw .init("\(location): '\(key)' appears twice in this [[policy]]")
@@ -338,7 +356,7 @@ enum ConfigFile {
             guard known.contains(key) else { throw .init("\(location): unknown key '\(key)'") }
             values[key] = value
         }
-        return (values, policies)
+        return (values, policies, auth)
     }
 
     private static func stripComment(_ line: Substring) -> String {
@@ -349,5 +367,34 @@ enum ConfigFile {
             if character == "#" && !inString { return String(line[..<index]) }
         }
         return String(line)
+    }
+}
+
+extension ServerConfiguration {
+    /// The `[auth]` table: `users-file`, `anonymous`.
+    mutating func setAuth(_ table: ConfigFile.Table) throws(SettingError) {
+        var auth = Auth()
+        for entry in table.entries {
+            switch entry.key {
+            case "users-file":
+                auth.usersFile = entry.value
+            case "anonymous":
+                guard entry.value == "true" || entry.value == "false" else {
+                    throw SettingError("\(entry.location): anonymous: expected true or false, got '\(entry.value)'")
+                }
+                auth.anonymous = entry.value == "true"
+            default:
+                throw SettingError("\(entry.location): unknown [auth] key '\(entry.key)' (expected users-file, anonymous)")
+            }
+        }
+        guard auth.usersFile != nil || auth.anonymous else {
+            throw SettingError("\(table.location): [auth] needs users-file, or anonymous = true to accept any login")
+        }
+        self.auth = auth
+    }
+
+    /// True for addresses that only this machine reaches (127.0.0.0/8, ::1, localhost).
+    static func isLoopback(_ host: String) -> Bool {
+        host == "localhost" || host == "::1" || host == "[::1]" || host.hasPrefix("127.")
     }
 }

@@ -21,6 +21,8 @@ public struct ServerConfiguration: Sendable {
     public var eventLoopCount = System.coreCount
 
     public var limits = Limits()
+    /// The `[auth]` table; nil when the file has none.
+    public var auth: Auth?
     public var heartbeat = Heartbeat()
     public var webSocket = WebSocketSettings()
     /// Where persistent messages are kept: an SQLite database in `dataDirectory`, or memory only.
@@ -60,6 +62,16 @@ public struct ServerConfiguration: Sendable {
         public var maxPresenceMetaBytes = RoomLimits().maxMetaBytes
         /// Outbound budget per connection: bytes queued for a client that is not reading before it is disconnected.
         public var maxPendingBytes = 4 << 20
+        public init() {}
+    }
+
+    /// Who may connect (`[auth]`, issue 9). Without an `[auth]` table any login is accepted, but only while the
+    /// server listens on loopback.
+    public struct Auth: Sendable, Equatable {
+        /// A users file (`starling passwd`): CONNECT's login and passcode are checked against it.
+        public var usersFile: String?
+        /// Accept CONNECTs without a login (as anonymous); with no users file, accept any login (explicitly open).
+        public var anonymous = false
         public init() {}
     }
 

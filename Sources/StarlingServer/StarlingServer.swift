@@ -32,6 +32,8 @@ public final class StarlingServer: Service, Sendable {
     private let perLoop: PerLoopResources
     private let connectionTemplate: STOMPConnection.Settings
     private let store: SQLiteMessageStore?
+    /// Where CONNECTs' passwords are checked (PBKDF2 is too slow for an event loop); nil without a users file.
+    private let authPool: NIOThreadPool?
 
     /// Why the server cannot start (an unusable data directory, a damaged store).
     public struct StartError: Error, CustomStringConvertible {
@@ -42,6 +44,9 @@ public final class StarlingServer: Service, Sendable {
     public init(configuration: ServerConfiguration, logger: Logger) throws {
         self.configuration = configuration
         self.logger = logger
+        let authenticator = try Self.makeAuthenticator(configuration)
+        self.authPool = authenticator.map { _ in NIOThreadPool(numberOfThreads: 1) }
+        self.authPool?.start()
         var store: SQLiteMessageStore?
         if configuration.storage == .sqlite {
             do {
@@ -67,7 +72,11 @@ public final class StarlingServer: Service, Sendable {
             store: store
         )
         self.nodeTag = String(UInt32.random(in: 0x1000_0000...UInt32.max), radix: 16)
-        self.connectionTemplate = Self.connectionTemplate(configuration)
+        var template = Self.connectionTemplate(configuration)
+        if let authenticator, let authPool = self.authPool {
+            template.authentication = .init(authenticator: authenticator, pool: authPool, limiter: FailedLoginLimiter())
+        }
+        self.connectionTemplate = template
         self.perLoop = PerLoopResources(
             loops: self.broker.loops.map(\.eventLoop), memoryLevel: configuration.webSocket.deflateMemoryLevel
         )
@@ -139,6 +148,7 @@ public final class StarlingServer: Service, Sendable {
         try? await self.group.shutdownGracefully()
         // After the loops: everything they submitted is written before the store closes.
         self.store?.close()
+        try? await self.authPool?.shutdownGracefully()
         self.logger.info("stopped")
     }
 
@@ -235,6 +245,26 @@ public final class StarlingServer: Service, Sendable {
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelOption(.writeBufferWaterMark, value: .init(low: highWater / 2, high: highWater))
             .childChannelOption(.maxMessagesPerRead, value: 16)
+    }
+
+    /// The users file's authenticator; nil when any login is accepted. Refuses to start open on a non-loopback address
+    /// (issue 9: secure by default without spoiling the first run).
+    static func makeAuthenticator(_ configuration: ServerConfiguration) throws -> (any Authenticator)? {
+        guard let auth = configuration.auth else {
+            guard ServerConfiguration.isLoopback(configuration.host) else {
+                throw StartError(
+                    description: "auth: listening on \(configuration.host) (not loopback) needs an [auth] table in the config file: "
+                        + "users-file = \"users.txt\" (made with 'starling passwd'), or anonymous = true to accept any login"
+                )
+            }
+            return nil
+        }
+        guard let file = auth.usersFile else { return nil }
+        do {
+            return try UsersFileAuthenticator(file: file, allowsAnonymous: auth.anonymous)
+        } catch {
+            throw StartError(description: error.description)
+        }
     }
 
     /// Bytes queued in the server for a socket the kernel does not take any more before the client counts as slow.

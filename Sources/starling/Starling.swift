@@ -12,7 +12,8 @@ struct Starling: AsyncParsableCommand {
         discussion: """
             Every option is also an environment variable STARLING_<NAME> (e.g. STARLING_STOMP_PORT) and a top-level \
             key of the --config file; flags win over the environment, which wins over the file.
-            """
+            """,
+        subcommands: [Passwd.self]
     )
 
     @Option(help: "TOML configuration file.") var config: String?
@@ -67,5 +68,34 @@ struct Starling: AsyncParsableCommand {
             )
         )
         try await group.run()
+    }
+}
+
+/// `starling passwd FILE USER`: sets a user's password in a users file (`[auth] users-file`), PBKDF2-HMAC-SHA256.
+struct Passwd: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Adds a user to a users file, or changes its password (read from standard input).",
+        discussion: "The password is read from the terminal without echo, or as the first line of standard input when it is not a terminal."
+    )
+
+    @Argument(help: "The users file (created if missing).") var file: String
+    @Argument(help: "The user name (CONNECT login).") var user: String
+    @Option(help: "Comma-separated roles, for access rules.") var roles: String?
+    @Option(help: "PBKDF2 iterations (default 600000).") var iterations: Int?
+
+    func run() throws {
+        let password: String
+        if isatty(STDIN_FILENO) == 1, let typed = getpass("Password for \(self.user): ") {
+            password = String(cString: typed)
+        } else {
+            password = readLine(strippingNewline: true) ?? ""
+        }
+        let roles = self.roles.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } } ?? []
+        do {
+            try UsersFile.setPassword(file: self.file, user: self.user, password: password, roles: roles, iterations: self.iterations)
+        } catch {
+            throw ValidationError("\(error)")
+        }
+        print("starling passwd: \(self.user) set in \(self.file)")
     }
 }

@@ -44,8 +44,8 @@ struct ServerConfigurationTests {
         #expect(throws: ServerConfiguration.SettingError("\(unknown):2: unknown key 'prot'")) {
             try ServerConfiguration.resolve(flags: [:], environment: [:], configFile: unknown)
         }
-        let section = try self.write("[auth]\nusers = \"x\"\n")
-        #expect(throws: ServerConfiguration.SettingError("\(section):1: section [auth] is not supported by this version")) {
+        let section = try self.write("[tls]\ncert = \"x\"\n")
+        #expect(throws: ServerConfiguration.SettingError("\(section):1: section [tls] is not supported by this version")) {
             try ServerConfiguration.resolve(flags: [:], environment: [:], configFile: section)
         }
         #expect(throws: ServerConfiguration.SettingError("unknown setting 'bogus'")) {

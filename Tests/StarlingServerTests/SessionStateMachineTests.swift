@@ -29,7 +29,7 @@ struct SessionStateMachineTests {
         let action = machine.receive(self.frame(.connect, [
             ("accept-version", "1.0,1.1,1.2"), ("heart-beat", "500,3000"), ("login", "alice"), ("client-id", "phone"),
         ]))
-        guard case .connected(let frame, let version, let heartbeat, let login, let clientID) = action else {
+        guard case .connected(let frame, let version, let heartbeat, let login, let clientID, _) = action else {
             Issue.record("expected CONNECTED, got \(action)")
             return
         }
@@ -46,14 +46,14 @@ struct SessionStateMachineTests {
     @Test("A CONNECT without accept-version is STOMP 1.0, and a STOMP frame works like CONNECT.")
     func versions() {
         var machine = self.machine()
-        guard case .connected(_, let version, let heartbeat, _, _) = machine.receive(self.frame(.connect)) else {
+        guard case .connected(_, let version, let heartbeat, _, _, _) = machine.receive(self.frame(.connect)) else {
             Issue.record("expected CONNECTED")
             return
         }
         #expect(version == .v1_0)
         #expect(heartbeat == .init(send: 0, receive: 0))
         var other = self.machine()
-        guard case .connected(_, let v11, _, _, _) = other.receive(self.frame(.stomp, [("accept-version", "1.1")])) else {
+        guard case .connected(_, let v11, _, _, _, _) = other.receive(self.frame(.stomp, [("accept-version", "1.1")])) else {
             Issue.record("expected CONNECTED")
             return
         }

@@ -1,5 +1,6 @@
 import Logging
 import NIOCore
+import NIOPosix
 import StarlingBroker
 import StarlingSTOMP
 
@@ -19,11 +20,20 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
         /// Bytes held for a slow client (beyond its socket's buffers) before it is disconnected (`max-pending-bytes`).
         var maxPendingBytes = 4 << 20
         var allocator = ByteBufferAllocator()
+        /// Set when CONNECT's credentials are checked (`[auth] users-file`).
+        var authentication: Authentication?
+    }
+
+    /// What checks CONNECT's login and passcode, and where (off the event loops).
+    struct Authentication {
+        var authenticator: any Authenticator
+        var pool: NIOThreadPool
+        var limiter: FailedLoginLimiter
     }
 
     let loop: LoopBroker
     var transport: (any STOMPTransport)?
-    private var parser: STOMPFrameParser
+    var parser: STOMPFrameParser
     private var machine: SessionStateMachine
     let settings: Settings
     let logger: Logger
@@ -48,6 +58,9 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
     var version = STOMPVersion.v1_2
     private var messageCounter: UInt64 = 0
     var closed = false
+    /// True while CONNECT's credentials are being checked; input meanwhile waits in `heldInput`.
+    var authenticating = false
+    var heldInput: ByteBuffer?
     /// Set while the socket is full: deliveries wait here, per their destinations' slow-consumer policies.
     var backlog: OutboundBacklog?
     /// False once DISCONNECT or an error ended the session: later inbound frames are ignored.
@@ -89,6 +102,10 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
     /// Bytes from the transport (a TCP read, or one WebSocket message's payload).
     func received(_ buffer: inout ByteBuffer) {
         if self.receiveTimeout != nil { self.lastRead = .now() }
+        if self.authenticating {
+            self.holdInput(&buffer)
+            return
+        }
         while self.acceptingFrames && !self.closed {
             let frame: STOMPFrame?
             do {
@@ -99,20 +116,26 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
             }
             guard let frame else { return }
             self.perform(self.machine.receive(frame))
+            if self.authenticating {
+                // Frames after CONNECT wait until the credentials are checked.
+                self.holdInput(&buffer)
+                return
+            }
         }
     }
 
     private func perform(_ action: SessionStateMachine.Action) {
         switch action {
-        case .connected(let frame, let version, let heartbeat, let login, let clientID):
-            self.connectDeadline = nil
+        case .connected(let frame, let version, let heartbeat, let login, let clientID, let passcode):
             self.version = version
             self.parser.version = version
-            self.login = login
-            self.clientID = clientID
-            if let login, !login.isEmpty { self.authorHeaders = [("user-name", login)] }
-            self.writeFrame(frame)
-            self.startHeartbeats(heartbeat)
+            if let authentication = self.settings.authentication {
+                self.authenticate(login: login, passcode: passcode, with: authentication) { user in
+                    self.connected(frame, heartbeat: heartbeat, login: user.name.isEmpty ? nil : user.name, clientID: clientID)
+                }
+                return
+            }
+            self.connected(frame, heartbeat: heartbeat, login: login, clientID: clientID)
         case .subscribe(let id, let destination, let ackMode, _, false, let options, let maxRate, let receipt)
         where self.isStream(destination, options):
             self.subscribeStream(id: id, destination: destination, ackMode: ackMode, options: options, maxRate: maxRate, receipt: receipt)
@@ -137,7 +160,8 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
             self.sendReceipt(receipt)
         case .disconnect(let receipt):
             self.acceptingFrames = false
-            self.sendReceipt(receipt)
+            // Not behind what a slow client is still owed: that is dropped at the close anyway.
+            if let receipt { self.sendReceipt(receipt, headers: [], inOrder: false) }
             // Close after this tick's queued deliveries went out (a SEND just before DISCONNECT to one of our own
             // subscriptions still arrives).
             self.loop.eventLoop.assumeIsolated().execute { self.close(.normal) }
@@ -149,6 +173,16 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
         case .error(let message, let receiptID, let detail):
             self.fail(message, receiptID: receiptID, detail: detail)
         }
+    }
+
+    /// The session starts: CONNECTED, heart-beats, and the login naming the user.
+    private func connected(_ frame: STOMPFrame, heartbeat: SessionStateMachine.NegotiatedHeartbeat, login: String?, clientID: String?) {
+        self.connectDeadline = nil
+        self.login = login
+        self.clientID = clientID
+        if let login, !login.isEmpty { self.authorHeaders = [("user-name", login)] }
+        self.writeFrame(frame)
+        self.startHeartbeats(heartbeat)
     }
 
     /// Sends ERROR (`message`, `receipt-id` when given, a text body when there is detail), then closes.
@@ -253,13 +287,17 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
     }
 
     func sendReceipt(_ receipt: String, headers: [(name: String, value: String)]) {
+        self.sendReceipt(receipt, headers: headers, inOrder: true)
+    }
+
+    private func sendReceipt(_ receipt: String, headers: [(name: String, value: String)], inOrder: Bool) {
         // Encoded straight into one buffer (a persistent SEND gets one per message): no header list, no frame.
         var bytes = self.settings.allocator.buffer(capacity: 24 + receipt.utf8.count)
         bytes.writeStaticString("RECEIPT\n")
         STOMPFrameEncoder.writeHeader("receipt-id", receipt, to: &bytes, version: self.version)
         for (name, value) in headers { STOMPFrameEncoder.writeHeader(name, value, to: &bytes, version: self.version) }
         bytes.writeStaticString("\n\0")
-        self.writeEncoded(bytes, isText: true)
+        self.writeEncoded(bytes, isText: true, inOrder: inOrder)
     }
 
     private func writeFrame(_ frame: STOMPFrame, inOrder: Bool = true) {

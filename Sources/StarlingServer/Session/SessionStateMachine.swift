@@ -71,7 +71,11 @@ struct SessionStateMachine {
     enum Action: Equatable {
         /// Send CONNECTED, switch the parser to `version`, start heart-beats.
         /// `login` and `clientID` are the CONNECT's `login` and `client-id` headers.
-        case connected(STOMPFrame, version: STOMPVersion, heartbeat: NegotiatedHeartbeat, login: String? = nil, clientID: String? = nil)
+        /// `passcode` is for the authenticator and is never logged.
+        case connected(
+            STOMPFrame, version: STOMPVersion, heartbeat: NegotiatedHeartbeat, login: String? = nil, clientID: String? = nil,
+            passcode: String? = nil
+        )
         /// `prefetch`: the SUBSCRIBE's `prefetch-count` (or `activemq.prefetchSize`), for queues.
         /// `durable`: `durable:true` or `persistent:true` on a topic SUBSCRIBE (the subscription outlives the connection).
         /// `room`: the room options of a `/room/` or `/presence/` SUBSCRIBE.
@@ -172,7 +176,7 @@ struct SessionStateMachine {
         self.state = .connected(version)
         return .connected(
             STOMPFrame(.connected, headers: headers), version: version, heartbeat: negotiated,
-            login: frame.headers["login"], clientID: frame.headers["client-id"]
+            login: frame.headers["login"], clientID: frame.headers["client-id"], passcode: frame.headers["passcode"]
         )
     }
 

@@ -112,4 +112,5 @@ final class TCPSTOMPHandler: ChannelInboundHandler, STOMPTransport {
 
     var isWritable: Bool { self.context?.channel.isWritable ?? false }
     var hasCloseCodes: Bool { false }
+    var remoteAddress: String? { self.context?.channel.remoteAddress?.ipAddress }
 }

@@ -68,6 +68,7 @@ final class WebSocketSTOMPBridge: WebSocketConnectionDelegate, STOMPTransport {
 
     var isWritable: Bool { self.channel.isWritable }
     var hasCloseCodes: Bool { true }
+    var remoteAddress: String? { self.channel.remoteAddress?.ipAddress }
 }
 
 /// The `--echo-path` endpoint: sends every message back as it came, for WebSocket conformance suites.

@@ -1,0 +1,58 @@
+import NIOCore
+import NIOPosix
+import StarlingSTOMP
+
+/// CONNECT with `[auth] users-file` (issue 9): the credentials are checked on the authentication thread pool (PBKDF2
+/// must not stall an event loop), and the session starts only when they hold. A wrong password, an unknown user and
+/// a missing login get the same ERROR; an address with too many recent failures is refused without a check.
+extension STOMPConnection {
+    /// Input that arrives while authenticating, at most this much (a client must wait for CONNECTED).
+    static let maxHeldInput = 64 * 1024
+
+    func authenticate(
+        login: String?, passcode: String?, with authentication: Authentication, then start: @escaping (AuthenticatedUser) -> Void
+    ) {
+        let address = self.transport?.remoteAddress ?? "unknown"
+        guard authentication.limiter.allows(address) else {
+            self.logger.notice("login refused: too many failures", metadata: self.logMetadata.merging(["address": "\(address)"]) { $1 })
+            self.fail("authentication failed: too many failed logins from this address; retry later", receiptID: nil, detail: nil)
+            return
+        }
+        self.authenticating = true
+        let authenticator = authentication.authenticator
+        let checked = authentication.pool.runIfActive(eventLoop: self.loop.eventLoop) {
+            authenticator.authenticate(login: login, passcode: passcode)
+        }
+        checked.assumeIsolated().whenComplete { result in
+            self.authenticating = false
+            guard !self.closed else { return }
+            guard case .success(let user?) = result else {
+                authentication.limiter.recordFailure(address)
+                self.logger.notice("login failed", metadata: self.logMetadata.merging(["login": "\(login ?? "")", "address": "\(address)"]) { $1 })
+                self.fail("authentication failed: wrong login or passcode", receiptID: nil, detail: nil)
+                return
+            }
+            start(user)
+            if var held = self.heldInput {
+                self.heldInput = nil
+                self.received(&held)
+            }
+        }
+    }
+
+    /// Keeps what arrived during authentication for when it ends.
+    func holdInput(_ buffer: inout ByteBuffer) {
+        guard buffer.readableBytes > 0 else { return }
+        if self.heldInput == nil {
+            self.heldInput = buffer
+        } else {
+            self.heldInput!.writeBuffer(&buffer)
+        }
+        buffer.moveReaderIndex(to: buffer.writerIndex)
+        if self.heldInput!.readableBytes > Self.maxHeldInput {
+            self.heldInput = nil
+            self.authenticating = false
+            self.fail("too much data before CONNECTED (\(Self.maxHeldInput) bytes at most while the login is checked)", receiptID: nil, detail: nil)
+        }
+    }
+}

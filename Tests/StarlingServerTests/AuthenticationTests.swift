@@ -1,0 +1,90 @@
+import Foundation
+import Testing
+@testable import StarlingServer
+
+@Suite("Authentication")
+struct AuthenticationTests {
+    @Test("PBKDF2-HMAC-SHA256 gives RFC 7914's test vector, and a stored hash round-trips and checks passwords")
+    func passwordHash() throws {
+        let derived = PasswordHash.derive("passwd", salt: Array("salt".utf8), iterations: 1)
+        #expect(derived.map { String(format: "%02x", $0) }.joined() == "55ac046e56e3089fec1691c22544b605f94185216dde0465e68b9d57c20dacbc")
+        let hash = PasswordHash.make(password: "s3cret", iterations: 1000)
+        let parsed = try #require(PasswordHash(Substring(hash.description)))
+        #expect(parsed == hash && parsed.matches("s3cret") && !parsed.matches("s3cret "))
+        #expect(PasswordHash.make(password: "s3cret", iterations: 1000).salt != hash.salt, "a fresh salt each time")
+        for bad in ["", "md5$1000$c2FsdHNhbHQ=$AAAA", "pbkdf2-sha256$10$c2FsdHNhbHQ=$" + hash.description.split(separator: "$")[3], "pbkdf2-sha256$1000$c2FsdHNhbHQ=$AAAA"] {
+            #expect(PasswordHash(Substring(bad)) == nil, "\(bad)")
+        }
+    }
+
+    @Test("A users file gives users with roles; wrong logins, unknown users and missing logins all fail alike")
+    func usersFile() throws {
+        let alice = PasswordHash.make(password: "a", iterations: 1000)
+        let text = "# users\nalice:\(alice):admin, trader\n\nbob:\(PasswordHash.make(password: "b", iterations: 1000))\n"
+        let authenticator = UsersFileAuthenticator(users: try UsersFileAuthenticator.parse(text, file: "u"), allowsAnonymous: false)
+        #expect(authenticator.authenticate(login: "alice", passcode: "a") == AuthenticatedUser(name: "alice", roles: ["admin", "trader"]))
+        #expect(authenticator.authenticate(login: "alice", passcode: "a")?.name == "alice", "remembered")
+        #expect(authenticator.authenticate(login: "bob", passcode: "b") == AuthenticatedUser(name: "bob"))
+        #expect(authenticator.authenticate(login: "alice", passcode: "b") == nil)
+        #expect(authenticator.authenticate(login: "carol", passcode: "a") == nil)
+        #expect(authenticator.authenticate(login: nil, passcode: nil) == nil)
+        let open = UsersFileAuthenticator(users: [:], allowsAnonymous: true)
+        #expect(open.authenticate(login: nil, passcode: nil) == AuthenticatedUser(name: ""))
+        #expect(open.authenticate(login: "x", passcode: "y") == nil, "anonymous is no login, not any login")
+
+        for (bad, message) in [
+            ("alice\n", "u:1: expected 'user:pbkdf2-sha256$"), ("alice:nothash\n", "u:1:"), ("\nalice:\(alice)\nalice:\(alice)\n", "u:3: user 'alice' appears twice"),
+        ] {
+            #expect(throws: ServerConfiguration.SettingError.self) { _ = try UsersFileAuthenticator.parse(bad, file: "u") }
+            do {
+                _ = try UsersFileAuthenticator.parse(bad, file: "u")
+            } catch {
+                #expect(error.description.hasPrefix(message), "\(error.description)")
+            }
+        }
+    }
+
+    @Test("Failed logins are limited per address within a window")
+    func failedLoginLimiter() {
+        let limiter = FailedLoginLimiter(limit: 3, windowSeconds: 60)
+        for _ in 0..<3 {
+            #expect(limiter.allows("a", now: 100))
+            limiter.recordFailure("a", now: 100)
+        }
+        #expect(!limiter.allows("a", now: 159))
+        #expect(limiter.allows("b", now: 159), "per address")
+        #expect(limiter.allows("a", now: 160), "the window passed")
+    }
+
+    @Test("[auth] takes users-file and anonymous; anything else names the line")
+    func authTable() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("auth-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        func resolve(_ text: String) throws -> ServerConfiguration {
+            let file = directory.appendingPathComponent("c.toml").path
+            try text.write(toFile: file, atomically: true, encoding: .utf8)
+            return try ServerConfiguration.resolve(flags: [:], environment: [:], configFile: file).0
+        }
+        #expect(try resolve("[auth]\nusers-file = \"u.txt\"\n").auth?.usersFile == "u.txt")
+        #expect(try resolve("port = 1\n[auth]\nanonymous = true\n").auth?.anonymous == true)
+        #expect(try resolve("port = 1\n").auth == nil)
+        for (text, message) in [
+            ("[auth]\ncolour = 1\n", ":2: unknown [auth] key 'colour'"), ("[auth]\nanonymous = yes\n", ":2: anonymous: expected true or false"),
+            ("[auth]\n", ":1: [auth] needs users-file"), ("[auth]\nanonymous = true\n[auth]\n", ":3: [auth] appears twice"),
+        ] {
+            do {
+                _ = try resolve(text)
+                Issue.record("expected an error for \(text)")
+            } catch let error as ServerConfiguration.SettingError {
+                #expect(error.description.contains(message), "\(error.description)")
+            }
+        }
+        var open = ServerConfiguration()
+        open.host = "0.0.0.0"
+        #expect(throws: StarlingServer.StartError.self) { _ = try StarlingServer.makeAuthenticator(open) }
+        open.auth = ServerConfiguration.Auth()
+        open.auth?.anonymous = true
+        #expect(try StarlingServer.makeAuthenticator(open) == nil, "explicitly open: starts, checks nothing")
+        #expect(ServerConfiguration.isLoopback("127.0.0.1") && ServerConfiguration.isLoopback("::1") && !ServerConfiguration.isLoopback("0.0.0.0"))
+    }
+}
