@@ -160,6 +160,7 @@ extension ServerConfiguration {
         var values: [String: String] = [:]
         var policyTables: [ConfigFile.Table] = []
         var authTable: ConfigFile.Table?
+        var aclTables: [ConfigFile.Table] = []
         if let configFile {
             let text: String
             do {
@@ -167,7 +168,7 @@ extension ServerConfiguration {
             } catch {
                 throw SettingError("config: cannot read '\(configFile)': \(error.localizedDescription)")
             }
-            (values, policyTables, authTable) = try ConfigFile.parse(text, file: configFile)
+            (values, policyTables, authTable, aclTables) = try ConfigFile.parse(text, file: configFile)
         }
         for (name, _) in self.settings {
             let variable = "STARLING_" + name.uppercased().replacingOccurrences(of: "-", with: "_")
@@ -179,6 +180,7 @@ extension ServerConfiguration {
         }
         for table in policyTables { try configuration.addPolicy(table) }
         if let authTable { try configuration.setAuth(authTable) }
+        for table in aclTables { configuration.accessRules.append(try AccessRule(table)) }
         return (configuration, logLevel)
     }
 
@@ -307,11 +309,13 @@ enum ConfigFile {
 
     static func parse(
         _ text: String, file: String
-    ) throws(ServerConfiguration.SettingError) -> (values: [String: String], policies: [Table], auth: Table?) {
+    ) throws(ServerConfiguration.SettingError) -> (values: [String: String], policies: [Table], auth: Table?, acls: [Table]) {
         var values: [String: String] = [:]
         var policies: [Table] = []
+        var acls: [Table] = []
         var auth: Table?
         var inAuth = false
+        var inACL = false
         let known = Set(ServerConfiguration.settings.map(\.name))
         for (number, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             let line = Self.stripComment(rawLine).trimmingCharacters(in: .whitespaces)
@@ -319,13 +323,18 @@ enum ConfigFile {
             let location = "\(file):\(number + 1)"
             if line == "[[policy]]" {
                 policies.append(Table(location: location))
-                inAuth = false
+                (inAuth, inACL) = (false, false)
+                continue
+            }
+            if line == "[[acl]]" {
+                acls.append(Table(location: location))
+                (inAuth, inACL) = (false, true)
                 continue
             }
             if line == "[auth]" {
                 guard auth == nil else { throw .init("\(location): [auth] appears twice") }
                 auth = Table(location: location)
-                inAuth = true
+                (inAuth, inACL) = (true, false)
                 continue
             }
             if line.hasPrefix("[") {
@@ -341,6 +350,13 @@ enum ConfigFile {
                 value = String(value.dropFirst().dropLast())
             }
             guard !value.isEmpty else { throw .init("\(location): '\(key)' has no value") }
+            if inACL {
+                guard !acls[acls.count - 1].entries.contains(where: { $0.key == key }) else {
+                    throw .init("\(location): '\(key)' appears twice in this [[acl]]")
+                }
+                acls[acls.count - 1].entries.append((key, value, location))
+                continue
+            }
             if inAuth {
                 guard !auth!.entries.contains(where: { $0.key == key }) else { throw .init("\(location): '\(key)' appears twice in [auth]") }
                 auth!.entries.append((key, value, location))
@@ -356,7 +372,7 @@ enum ConfigFile {
             guard known.contains(key) else { throw .init("\(location): unknown key '\(key)'") }
             values[key] = value
         }
-        return (values, policies, auth)
+        return (values, policies, auth, acls)
     }
 
     private static func stripComment(_ line: Substring) -> String {

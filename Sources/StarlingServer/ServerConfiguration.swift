@@ -23,6 +23,8 @@ public struct ServerConfiguration: Sendable {
     public var limits = Limits()
     /// The `[auth]` table; nil when the file has none.
     public var auth: Auth?
+    /// `[[acl]]` tables, first match wins; none = every connected user may do everything.
+    public var accessRules: [AccessRule] = []
     public var heartbeat = Heartbeat()
     public var webSocket = WebSocketSettings()
     /// Where persistent messages are kept: an SQLite database in `dataDirectory`, or memory only.

@@ -73,6 +73,7 @@ public final class StarlingServer: Service, Sendable {
         )
         self.nodeTag = String(UInt32.random(in: 0x1000_0000...UInt32.max), radix: 16)
         var template = Self.connectionTemplate(configuration)
+        if !configuration.accessRules.isEmpty { template.access = AccessControl(rules: configuration.accessRules) }
         if let authenticator, let authPool = self.authPool {
             template.authentication = .init(authenticator: authenticator, pool: authPool, limiter: FailedLoginLimiter())
         }

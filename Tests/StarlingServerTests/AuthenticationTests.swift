@@ -1,4 +1,5 @@
 import Foundation
+import StarlingBroker
 import Testing
 @testable import StarlingServer
 
@@ -86,5 +87,55 @@ struct AuthenticationTests {
         open.auth?.anonymous = true
         #expect(try StarlingServer.makeAuthenticator(open) == nil, "explicitly open: starts, checks nothing")
         #expect(ServerConfiguration.isLoopback("127.0.0.1") && ServerConfiguration.isLoopback("::1") && !ServerConfiguration.isLoopback("0.0.0.0"))
+    }
+}
+
+@Suite("Access control")
+struct AccessControlTests {
+    private func pattern(_ text: String) -> DestinationPattern { DestinationPattern(text)! }
+
+    @Test("A pattern covers another when it matches all the other can; overlaps when they share a destination")
+    func coversAndOverlaps() {
+        let cases: [(String, String, covers: Bool, overlaps: Bool)] = [
+            ("/topic/a.#", "/topic/a.b", true, true), ("/topic/a.#", "/topic/a.*", true, true), ("/topic/a.#", "/topic/a.b.#", true, true),
+            ("/topic/a.*", "/topic/a.#", false, true), ("/topic/a.*", "/topic/a.b", true, true), ("/topic/a.b", "/topic/a.*", false, true),
+            ("/topic/#", "/topic/x.#.y", true, true), ("/topic/a.#", "/topic/b.#", false, false), ("/topic/a.*.c", "/topic/*.b.*", false, true),
+            ("/topic/a.#", "/queue/a.b", false, false), ("/topic/#.z", "/topic/a.#", false, true), ("/topic/a.b", "/topic/a.b", true, true),
+            ("/topic/a.b", "/topic/a.b.c", false, false), ("/topic/#", "/topic/#", true, true),
+        ]
+        for (first, second, covers, overlaps) in cases {
+            #expect(self.pattern(first).covers(self.pattern(second)) == covers, "\(first) covers \(second)")
+            #expect(self.pattern(first).overlaps(self.pattern(second)) == overlaps, "\(first) overlaps \(second)")
+            #expect(self.pattern(second).overlaps(self.pattern(first)) == overlaps, "overlap is symmetric: \(second), \(first)")
+        }
+        // A client's pattern full of `#` costs O(n^2), not 2^n.
+        let hashes = DestinationPattern("/topic/" + Array(repeating: "#", count: 2000).joined(separator: ".") + ".x")!
+        #expect(!self.pattern("/topic/a.*").covers(hashes) && self.pattern("/topic/#").covers(hashes))
+    }
+
+    @Test("The first rule concerning a destination decides, by user, role or anyone; wildcards must stay inside it")
+    func rules() {
+        let access = AccessControl(rules: [
+            AccessRule(pattern: self.pattern("/topic/prices.secret.#"), subscribe: [.role("admin")]),
+            AccessRule(pattern: self.pattern("/topic/prices.#"), subscribe: [.anyone], send: [.role("feed"), .user("alice")]),
+            AccessRule(pattern: self.pattern("/room/#"), subscribe: [.anyone], send: [.anyone]),
+            AccessRule(pattern: self.pattern("/user/#"), send: [.anyone]),
+        ])
+        #expect(access.allows(.subscribe, "/topic/prices.aapl", user: nil, roles: []))
+        #expect(!access.allows(.send, "/topic/prices.aapl", user: "bob", roles: []))
+        #expect(access.allows(.send, "/topic/prices.aapl", user: "bob", roles: ["feed"]))
+        #expect(access.allows(.send, "/topic/prices.aapl", user: "alice", roles: []))
+        #expect(!access.allows(.subscribe, "/topic/prices.secret.x", user: "bob", roles: []))
+        #expect(access.allows(.subscribe, "/topic/prices.secret.x", user: "bob", roles: ["admin"]))
+        #expect(!access.allows(.subscribe, "/topic/prices.#", user: "bob", roles: []), "the wildcard reaches into the secret ones")
+        #expect(!access.allows(.subscribe, "/topic/#", user: "bob", roles: ["admin"]), "and past every rule")
+        #expect(!access.allows(.subscribe, "/topic/prices.*", user: "bob", roles: []), "prices.* matches /topic/prices.secret")
+        #expect(access.allows(.subscribe, "/topic/prices.eu.*", user: "bob", roles: []), "inside the prices rule only")
+        #expect(!access.allows(.subscribe, "/topic/news", user: "bob", roles: ["admin"]), "no rule: denied")
+        #expect(access.allows(.subscribe, "/presence/lobby", user: nil, roles: []), "presence follows its room")
+        #expect(access.allows(.subscribe, "/user/queue/inbox", user: "bob", roles: []), "one's own /user/ destinations")
+        #expect(access.allows(.send, "/user/alice/queue/inbox", user: "bob", roles: []))
+        #expect(access.allows(.send, "/temp-queue/replies", user: nil, roles: []), "temporary queues are one's own")
+        #expect(!access.allows(.send, "/queue/orders", user: "bob", roles: ["admin"]))
     }
 }

@@ -113,3 +113,59 @@ def test_non_loopback_needs_auth(tmp_path):
     with pytest.raises(ServerStartError) as failure:
         srv.start()
     assert "needs an [auth] table" in str(failure.value)
+
+
+@pytest.fixture()
+def guarded(tmp_path, own_server):
+    users = tmp_path / "users.txt"
+    passwd(users, "feeder", "f", "--roles", "feed")
+    passwd(users, "viewer", "v")
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[auth]\nusers-file = "{users}"\n'
+        '[[acl]]\nmatch = "/topic/prices.secret.#"\nsubscribe = "role:admin"\n'
+        '[[acl]]\nmatch = "/topic/prices.#"\nsubscribe = "*"\nsend = "role:feed"\n'
+        '[[acl]]\nmatch = "/queue/#"\nsubscribe = "viewer"\nsend = "viewer, feeder"\n'
+    )
+    return own_server(["--config", str(config)])
+
+
+def test_access_rules(guarded):
+    viewer, frame = connect(guarded, "viewer", "v")
+    assert frame.command == "CONNECTED"
+    viewer.send_frame("SUBSCRIBE", {"id": "p", "destination": "/topic/prices.eu.*", "receipt": "r"})
+    assert viewer.recv_until("RECEIPT").headers["receipt-id"] == "r"
+    feeder, frame = connect(guarded, "feeder", "f")
+    feeder.send_frame("SEND", {"destination": "/topic/prices.eu.aapl", "receipt": "s"}, "101")
+    assert feeder.recv_until("RECEIPT").headers["receipt-id"] == "s"
+    assert viewer.recv_until("MESSAGE").body == b"101"
+
+    # A SEND the rules do not allow: ERROR naming the destination and the user, nothing delivered, connection closed.
+    viewer.send_frame("SEND", {"destination": "/topic/prices.eu.aapl", "receipt": "t"}, "999")
+    error = viewer.recv_until("ERROR")
+    assert error.headers["message"] == "access denied: 'viewer' may not send to '/topic/prices.eu.aapl'"
+    assert error.headers.get("receipt-id") == "t"
+    viewer.wait_closed(5)
+
+    # A wildcard that reaches a destination the user may not read is refused as a whole.
+    for destination in ["/topic/prices.#", "/topic/prices.secret.x", "/topic/other"]:
+        client, _ = connect(guarded, "viewer", "v")
+        client.send_frame("SUBSCRIBE", {"id": "x", "destination": destination})
+        error = client.recv_until("ERROR")
+        assert error.headers["message"] == f"access denied: 'viewer' may not subscribe to '{destination}'", error
+        client.close()
+
+    # A transaction with one forbidden SEND does none of them.
+    checker, _ = connect(guarded, "viewer", "v")
+    checker.send_frame("SUBSCRIBE", {"id": "q", "destination": "/queue/jobs", "receipt": "q"})
+    checker.recv_until("RECEIPT")
+    feeder.send_frame("BEGIN", {"transaction": "tx"})
+    feeder.send_frame("SEND", {"destination": "/queue/jobs", "transaction": "tx"}, "job")
+    feeder.send_frame("SEND", {"destination": "/topic/prices.us.x", "transaction": "tx"}, "fine")
+    feeder.send_frame("SEND", {"destination": "/topic/news", "transaction": "tx"}, "no rule")
+    feeder.send_frame("COMMIT", {"transaction": "tx", "receipt": "c"})
+    error = feeder.recv_until("ERROR")
+    assert "may not send to '/topic/news'" in error.headers["message"]
+    assert [f for f in checker.drain(0.5) if f.command == "MESSAGE"] == [], "nothing of the transaction was delivered"
+    for client in (feeder, checker):
+        client.close()

@@ -55,4 +55,22 @@ extension STOMPConnection {
             self.fail("too much data before CONNECTED (\(Self.maxHeldInput) bytes at most while the login is checked)", receiptID: nil, detail: nil)
         }
     }
+
+    /// `[[acl]]`: whether this session may SUBSCRIBE or SEND to `destination`; when not, an ERROR naming it (and
+    /// the connection closes, so nothing of it is ever delivered).
+    func mayAccess(_ operation: AccessControl.Operation, _ destination: String, receipt: String?) -> Bool {
+        guard let access = self.settings.access else { return true }
+        if operation == .send, self.sendAllowed.contains(destination) { return true }
+        guard access.allows(operation, destination, user: self.login, roles: self.roles) else {
+            let who = self.login.map { "'\($0)'" } ?? "an anonymous session"
+            self.logger.notice("access denied", metadata: self.logMetadata.merging(["operation": "\(operation.rawValue)", "destination": "\(destination)"]) { $1 })
+            self.fail("access denied: \(who) may not \(operation.rawValue) to '\(destination)'", receiptID: receipt, detail: nil)
+            return false
+        }
+        if operation == .send {
+            if self.sendAllowed.count >= 256 { self.sendAllowed.removeAll() }
+            self.sendAllowed.insert(destination)
+        }
+        return true
+    }
 }

@@ -22,6 +22,8 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
         var allocator = ByteBufferAllocator()
         /// Set when CONNECT's credentials are checked (`[auth] users-file`).
         var authentication: Authentication?
+        /// Set when the configuration has `[[acl]]` tables.
+        var access: AccessControl?
     }
 
     /// What checks CONNECT's login and passcode, and where (off the event loops).
@@ -61,6 +63,9 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
     /// True while CONNECT's credentials are being checked; input meanwhile waits in `heldInput`.
     var authenticating = false
     var heldInput: ByteBuffer?
+    /// The authenticated user's roles (for `[[acl]]` rules), and destinations this session was allowed to SEND to.
+    var roles: [String] = []
+    var sendAllowed: Set<String> = []
     /// Set while the socket is full: deliveries wait here, per their destinations' slow-consumer policies.
     var backlog: OutboundBacklog?
     /// False once DISCONNECT or an error ended the session: later inbound frames are ignored.
@@ -131,11 +136,14 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
             self.parser.version = version
             if let authentication = self.settings.authentication {
                 self.authenticate(login: login, passcode: passcode, with: authentication) { user in
+                    self.roles = user.roles
                     self.connected(frame, heartbeat: heartbeat, login: user.name.isEmpty ? nil : user.name, clientID: clientID)
                 }
                 return
             }
             self.connected(frame, heartbeat: heartbeat, login: login, clientID: clientID)
+        case .subscribe(_, let destination, _, _, _, _, _, let receipt) where !self.mayAccess(.subscribe, destination, receipt: receipt):
+            return
         case .subscribe(let id, let destination, let ackMode, _, false, let options, let maxRate, let receipt)
         where self.isStream(destination, options):
             self.subscribeStream(id: id, destination: destination, ackMode: ackMode, options: options, maxRate: maxRate, receipt: receipt)
@@ -205,6 +213,8 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
     /// it (durably, for a persistent one) and every ACK of a stored message is durable; a refusal is an ERROR with
     /// the receipt id instead. Without queues involved the RECEIPT goes at once.
     private func execute(_ work: [SessionStateMachine.Work], receipt: String?) {
+        // All or nothing: a transaction with one forbidden SEND does none of them.
+        for case .publish(let publish) in work where !self.mayAccess(.send, publish.destination, receipt: receipt) { return }
         // Topic SENDs need no queue bookkeeping (and no `QueueState` allocated for it).
         let touchesQueues = work.contains { item in
             guard case .publish(let publish) = item else { return true }
