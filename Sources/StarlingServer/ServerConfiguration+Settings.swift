@@ -30,6 +30,9 @@ extension ServerConfiguration {
         ("max-header-count", "most headers in one frame (default 64)"),
         ("max-header-length", "longest header line in bytes (default 8192)"),
         ("max-subscriptions", "subscriptions per connection (default 1024)"),
+        ("max-connections", "open client connections (TCP and WebSocket) the server accepts at most (default 100000)"),
+        ("max-connections-per-ip", "open client connections from one IP address at most (default 10000)"),
+        ("allowed-origins", "comma-separated Origins browsers may open WebSockets from, e.g. https://chat.example.com (default any)"),
         ("max-pending-bytes", "outbound bytes queued for a client before it is disconnected as slow (default 4194304)"),
         ("heartbeat-send-ms", "fastest server heart-beat in ms (default 10000; 0 = never)"),
         ("heartbeat-receive-ms", "fastest client heart-beat the server asks for, in ms (default 10000; 0 = none)"),
@@ -96,6 +99,14 @@ extension ServerConfiguration {
         case "presence-max-meta-bytes": self.limits.maxPresenceMetaBytes = try integer(0...(1 << 20))
         case "room-history-max-bytes": self.rooms.historyMaxBytes = try integer(0...(1 << 34))
         case "max-pending-bytes": self.limits.maxPendingBytes = try integer(1024...(1 << 30))
+        case "max-connections": self.limits.maxConnections = try integer(1...10_000_000)
+        case "max-connections-per-ip": self.limits.maxConnectionsPerAddress = try integer(1...10_000_000)
+        case "allowed-origins":
+            let origins = value.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            guard origins.allSatisfy({ $0.hasPrefix("http://") || $0.hasPrefix("https://") }) else {
+                throw SettingError("allowed-origins: expected comma-separated origins such as https://chat.example.com, got '\(value)'")
+            }
+            self.webSocket.allowedOrigins = origins
         case "heartbeat-send-ms": self.heartbeat.sendMilliseconds = try integer(0...3_600_000)
         case "heartbeat-receive-ms": self.heartbeat.receiveMilliseconds = try integer(0...3_600_000)
         case "connect-timeout-ms": self.heartbeat.connectTimeoutMilliseconds = try integer(100...3_600_000)

@@ -64,6 +64,9 @@ public struct ServerConfiguration: Sendable {
         public var maxPresenceMetaBytes = RoomLimits().maxMetaBytes
         /// Outbound budget per connection: bytes queued for a client that is not reading before it is disconnected.
         public var maxPendingBytes = 4 << 20
+        /// Open client connections at most, and from one IP address (checked when a connection is accepted).
+        public var maxConnections = 100_000
+        public var maxConnectionsPerAddress = 10_000
         public init() {}
     }
 
@@ -104,6 +107,8 @@ public struct ServerConfiguration: Sendable {
         /// Let clients keep their compressor's window across messages. Off (the default) answers with
         /// `client_no_context_takeover`, so an idle connection holds no inflater (~40 KiB of zlib state).
         public var deflateClientContextTakeover = false
+        /// Origins browsers may open WebSockets from; empty = any.
+        public var allowedOrigins: [String] = []
         public init() {}
     }
 
@@ -124,6 +129,7 @@ public struct ServerConfiguration: Sendable {
         configuration.maxMessageSize = messageLimit
         configuration.maxFrameSize = messageLimit
         configuration.subprotocols = ["v12.stomp", "v11.stomp", "v10.stomp"]
+        configuration.allowedOrigins = self.webSocket.allowedOrigins
         if self.webSocket.deflate {
             var deflate = PerMessageDeflateConfiguration()
             deflate.serverMaxWindowBits = self.webSocket.deflateWindowBits

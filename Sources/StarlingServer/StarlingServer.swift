@@ -34,6 +34,8 @@ public final class StarlingServer: Service, Sendable {
     private let store: SQLiteMessageStore?
     /// Where CONNECTs' passwords are checked (PBKDF2 is too slow for an event loop); nil without a users file.
     private let authPool: NIOThreadPool?
+    /// Open connections, against `max-connections` and `max-connections-per-ip`.
+    let connections: ConnectionCounter
 
     /// Why the server cannot start (an unusable data directory, a damaged store).
     public struct StartError: Error, CustomStringConvertible {
@@ -44,6 +46,9 @@ public final class StarlingServer: Service, Sendable {
     public init(configuration: ServerConfiguration, logger: Logger) throws {
         self.configuration = configuration
         self.logger = logger
+        self.connections = ConnectionCounter(
+            maxTotal: configuration.limits.maxConnections, maxPerAddress: configuration.limits.maxConnectionsPerAddress
+        )
         let authenticator = try Self.makeAuthenticator(configuration)
         self.authPool = authenticator.map { _ in NIOThreadPool(numberOfThreads: 1) }
         self.authPool?.start()
@@ -167,6 +172,7 @@ public final class StarlingServer: Service, Sendable {
         return try await self.bootstrap()
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ConnectionGate(counter: self.connections, kind: .http))
                     let upgrader = WebSocketUpgrader(
                         configuration: webSocket,
                         stompPaths: routes.webSocketPaths,
@@ -226,6 +232,7 @@ public final class StarlingServer: Service, Sendable {
         try await self.bootstrap()
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ConnectionGate(counter: self.connections, kind: .stomp))
                     let handler = TCPSTOMPHandler(broker: self.broker) { loop, transport in
                         self.makeConnection(loop: loop, transport: transport, kind: "tcp")
                     }

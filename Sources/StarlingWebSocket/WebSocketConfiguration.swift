@@ -16,6 +16,9 @@ public struct WebSocketConfiguration: Sendable {
     public var deflate: PerMessageDeflateConfiguration? = PerMessageDeflateConfiguration()
     /// After we send a Close frame, how long we wait for the peer's Close before dropping TCP (RFC 6455 §7.1.1).
     public var closeTimeout: TimeAmount = .seconds(5)
+    /// Origins (`scheme://host[:port]`, compared ASCII case-insensitively) a browser page may connect from; empty =
+    /// any. A request without `Origin` (not a browser) is not affected. A refused origin gets 403.
+    public var allowedOrigins: [String] = []
 
     public init() {}
 }

@@ -64,6 +64,14 @@ public enum WebSocketHandshake {
             return self.badRequest("Sec-WebSocket-Key must be base64 of 16 bytes")
         }
 
+        // §10.2: the server decides which browser origins it serves (cross-site WebSocket hijacking).
+        if !configuration.allowedOrigins.isEmpty, let origin = headers.first(name: "Origin") {
+            let normalized = self.trimmed(origin).lowercased()
+            guard configuration.allowedOrigins.contains(where: { $0.lowercased() == normalized }) else {
+                return .reject(status: .forbidden, headers: HTTPHeaders(), reason: "origin '\(origin)' is not allowed")
+            }
+        }
+
         var responseHeaders = HTTPHeaders()
         responseHeaders.add(name: "Upgrade", value: "websocket")
         responseHeaders.add(name: "Connection", value: "Upgrade")
