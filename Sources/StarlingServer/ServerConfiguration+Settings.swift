@@ -405,17 +405,45 @@ extension ServerConfiguration {
             switch entry.key {
             case "users-file":
                 auth.usersFile = entry.value
+            case "jwt-secret":
+                auth.jwtSecret = entry.value
+            case "jwt-secret-file":
+                guard let secret = try? String(contentsOfFile: entry.value, encoding: .utf8) else {
+                    throw SettingError("\(entry.location): jwt-secret-file: cannot read '\(entry.value)'")
+                }
+                auth.jwtSecret = secret.trimmingCharacters(in: .whitespacesAndNewlines)
+            case "jwt-public-key-file": auth.jwtPublicKeyFile = entry.value
+            case "jwt-audience": auth.jwtAudience = entry.value
+            case "jwt-issuer": auth.jwtIssuer = entry.value
+            case "jwt-user-claim": auth.jwtUserClaim = entry.value
+            case "jwt-roles-claim": auth.jwtRolesClaim = entry.value
+            case "failed-login-limit", "failed-login-window-seconds":
+                guard let number = Int(entry.value), (1...1_000_000).contains(number) else {
+                    throw SettingError("\(entry.location): \(entry.key): expected 1...1000000, got '\(entry.value)'")
+                }
+                if entry.key == "failed-login-limit" { auth.failedLoginLimit = number } else { auth.failedLoginWindowSeconds = number }
+            case "jwt-leeway-seconds":
+                guard let seconds = Int(entry.value), (0...3600).contains(seconds) else {
+                    throw SettingError("\(entry.location): jwt-leeway-seconds: expected 0...3600, got '\(entry.value)'")
+                }
+                auth.jwtLeewaySeconds = seconds
             case "anonymous":
                 guard entry.value == "true" || entry.value == "false" else {
                     throw SettingError("\(entry.location): anonymous: expected true or false, got '\(entry.value)'")
                 }
                 auth.anonymous = entry.value == "true"
             default:
-                throw SettingError("\(entry.location): unknown [auth] key '\(entry.key)' (expected users-file, anonymous)")
+                throw SettingError(
+                    "\(entry.location): unknown [auth] key '\(entry.key)' (expected users-file, anonymous, jwt-secret, jwt-secret-file, "
+                        + "jwt-public-key-file, jwt-audience, jwt-issuer, jwt-user-claim, jwt-roles-claim, jwt-leeway-seconds, failed-login-limit, failed-login-window-seconds)"
+                )
             }
         }
-        guard auth.usersFile != nil || auth.anonymous else {
-            throw SettingError("\(table.location): [auth] needs users-file, or anonymous = true to accept any login")
+        if let secret = auth.jwtSecret, secret.utf8.count < 32 {
+            throw SettingError("\(table.location): jwt-secret must be at least 32 bytes (HS256 keys shorter than the hash are guessable)")
+        }
+        guard auth.usersFile != nil || auth.anonymous || auth.jwtSecret != nil || auth.jwtPublicKeyFile != nil else {
+            throw SettingError("\(table.location): [auth] needs users-file or jwt-secret / jwt-public-key-file, or anonymous = true to accept any login")
         }
         self.auth = auth
     }

@@ -77,6 +77,19 @@ public struct ServerConfiguration: Sendable {
         public var usersFile: String?
         /// Accept CONNECTs without a login (as anonymous); with no users file, accept any login (explicitly open).
         public var anonymous = false
+        /// JWT bearer tokens: an HS256 secret (`jwt-secret`, or read from `jwt-secret-file`), a PEM public key file
+        /// for RS256/ES256, the expected `aud` and `iss`, and the claims naming the user and the roles.
+        public var jwtSecret: String?
+        public var jwtPublicKeyFile: String?
+        public var jwtAudience: String?
+        public var jwtIssuer: String?
+        public var jwtUserClaim = "sub"
+        public var jwtRolesClaim = "roles"
+        /// Clock skew allowed on `exp` and `nbf`; a session lasts until its token's `exp` plus this.
+        public var jwtLeewaySeconds = 30
+        /// Failed logins allowed per client address within the window before its CONNECTs are refused unchecked.
+        public var failedLoginLimit = 5
+        public var failedLoginWindowSeconds = 60
         public init() {}
     }
 

@@ -80,7 +80,9 @@ public final class StarlingServer: Service, Sendable {
         var template = Self.connectionTemplate(configuration)
         if !configuration.accessRules.isEmpty { template.access = AccessControl(rules: configuration.accessRules) }
         if let authenticator, let authPool = self.authPool {
-            template.authentication = .init(authenticator: authenticator, pool: authPool, limiter: FailedLoginLimiter())
+            let auth = configuration.auth ?? ServerConfiguration.Auth()
+            let limiter = FailedLoginLimiter(limit: auth.failedLoginLimit, windowSeconds: Double(auth.failedLoginWindowSeconds))
+            template.authentication = .init(authenticator: authenticator, pool: authPool, limiter: limiter)
         }
         self.connectionTemplate = template
         self.perLoop = PerLoopResources(
@@ -257,7 +259,7 @@ public final class StarlingServer: Service, Sendable {
 
     /// The users file's authenticator; nil when any login is accepted. Refuses to start open on a non-loopback address
     /// (issue 9: secure by default without spoiling the first run).
-    static func makeAuthenticator(_ configuration: ServerConfiguration) throws -> (any Authenticator)? {
+    static func makeAuthenticator(_ configuration: ServerConfiguration) throws -> ServerAuthenticator? {
         guard let auth = configuration.auth else {
             guard ServerConfiguration.isLoopback(configuration.host) else {
                 throw StartError(
@@ -267,10 +269,29 @@ public final class StarlingServer: Service, Sendable {
             }
             return nil
         }
-        guard let file = auth.usersFile else { return nil }
         do {
-            return try UsersFileAuthenticator(file: file, allowsAnonymous: auth.anonymous)
-        } catch {
+            var users: UsersFileAuthenticator?
+            if let file = auth.usersFile { users = try UsersFileAuthenticator(file: file, allowsAnonymous: auth.anonymous) }
+            var tokens: JWTVerifier?
+            if auth.jwtSecret != nil || auth.jwtPublicKeyFile != nil {
+                var settings = JWTVerifier.Settings()
+                settings.secret = auth.jwtSecret.map { Array($0.utf8) }
+                if let file = auth.jwtPublicKeyFile {
+                    guard let pem = try? String(contentsOfFile: file, encoding: .utf8) else {
+                        throw ServerConfiguration.SettingError("auth: cannot read jwt-public-key-file '\(file)'")
+                    }
+                    settings.publicKeyPEM = pem
+                }
+                settings.audience = auth.jwtAudience
+                settings.issuer = auth.jwtIssuer
+                settings.userClaim = auth.jwtUserClaim
+                settings.rolesClaim = auth.jwtRolesClaim
+                settings.leewaySeconds = Double(auth.jwtLeewaySeconds)
+                tokens = try JWTVerifier(settings)
+            }
+            guard users != nil || tokens != nil else { return nil }
+            return ServerAuthenticator(users: users, tokens: tokens, allowsAnonymous: auth.anonymous)
+        } catch let error as ServerConfiguration.SettingError {
             throw StartError(description: error.description)
         }
     }

@@ -139,3 +139,30 @@ struct AccessControlTests {
         #expect(!access.allows(.send, "/queue/orders", user: "bob", roles: ["admin"]))
     }
 }
+
+@Suite("JWT")
+struct JWTTests {
+    /// jwt.io's HS256 example (secret "your-256-bit-secret").
+    static let example = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
+
+    private func verifier(_ secret: String = "your-256-bit-secret", audience: String? = nil) throws -> JWTVerifier {
+        var settings = JWTVerifier.Settings()
+        settings.secret = Array(secret.utf8)
+        settings.audience = audience
+        return try JWTVerifier(settings)
+    }
+
+    @Test("HS256: a good signature gives the sub claim; a wrong secret, a tampered payload, alg none and a wanted audience fail")
+    func hs256() throws {
+        #expect(try self.verifier().verify(Self.example) == JWTVerifier.Claims(user: "1234567890", roles: [], expires: nil))
+        #expect(throws: JWTVerifier.Failure.badSignature) { try self.verifier("another-secret").verify(Self.example) }
+        let parts = Self.example.split(separator: ".")
+        let tampered = "\(parts[0]).eyJzdWIiOiJhZG1pbiJ9.\(parts[2])"
+        #expect(throws: JWTVerifier.Failure.badSignature) { try self.verifier().verify(tampered) }
+        let none = "eyJhbGciOiJub25lIn0.\(parts[1])."
+        #expect(throws: JWTVerifier.Failure.unsupportedAlgorithm("none")) { try self.verifier().verify(none) }
+        #expect(throws: JWTVerifier.Failure.malformed) { try self.verifier().verify("a.b") }
+        #expect(throws: JWTVerifier.Failure.wrongAudience) { try self.verifier(audience: "starling").verify(Self.example) }
+        #expect(JWTVerifier.looksLikeToken(Self.example) && !JWTVerifier.looksLikeToken("s3cret"))
+    }
+}

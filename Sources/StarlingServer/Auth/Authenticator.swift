@@ -6,6 +6,47 @@ import NIOConcurrencyHelpers
 struct AuthenticatedUser: Sendable, Equatable {
     var name: String
     var roles: [String] = []
+    /// When a token's `exp` ends the session (seconds since 1970); nil = never.
+    var expires: Double?
+}
+
+/// The server's authenticator: JWT bearer tokens (a passcode that looks like one, or CONNECT `authorization:
+/// Bearer ...`) when configured, else the users file; anonymous sessions when allowed.
+final class ServerAuthenticator: Authenticator {
+    let users: UsersFileAuthenticator?
+    let tokens: JWTVerifier?
+    private let allowsAnonymous: Bool
+
+    init(users: UsersFileAuthenticator?, tokens: JWTVerifier?, allowsAnonymous: Bool) {
+        self.users = users
+        self.tokens = tokens
+        self.allowsAnonymous = allowsAnonymous
+    }
+
+    func authenticate(login: String?, passcode: String?) -> AuthenticatedUser? {
+        if self.tokens != nil, let passcode, JWTVerifier.looksLikeToken(passcode) {
+            guard case .success(let user) = self.verify(token: passcode) else { return nil }
+            // A login, when given, must name the token's user.
+            if let login, !login.isEmpty, login != user.name { return nil }
+            return user
+        }
+        if let users { return users.authenticate(login: login, passcode: passcode) }
+        let isAnonymous = (login ?? "").isEmpty && (passcode ?? "").isEmpty
+        return isAnonymous && self.allowsAnonymous ? AuthenticatedUser(name: "") : nil
+    }
+
+    /// A token's user, or why it is refused; `.failure(.unsupportedAlgorithm)` when tokens are not configured.
+    func verify(token: String) -> Result<AuthenticatedUser, JWTVerifier.Failure> {
+        guard let tokens = self.tokens else { return .failure(.unsupportedAlgorithm("(JWT not configured)")) }
+        do {
+            let claims = try tokens.verify(token)
+            // The session lasts as long as the token is accepted: until `exp` plus the leeway.
+            let expires = claims.expires.map { $0 + tokens.settings.leewaySeconds }
+            return .success(AuthenticatedUser(name: claims.user, roles: claims.roles, expires: expires))
+        } catch {
+            return .failure(error)
+        }
+    }
 }
 
 /// Checks CONNECT's `login` and `passcode` (issue 9). `authenticate` may block (password hashing): the connection

@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import NIOPosix
 import StarlingSTOMP
@@ -72,5 +73,37 @@ extension STOMPConnection {
             self.sendAllowed.insert(destination)
         }
         return true
+    }
+
+    /// Arms the token's expiry: at `expires` (seconds since 1970) the session gets an ERROR and closes.
+    func expire(at expires: Double?) {
+        self.expiry?.cancel()
+        self.expiry = nil
+        guard let expires else { return }
+        let milliseconds = Int64(max(0, (expires - Date().timeIntervalSince1970) * 1000))
+        self.expiry = self.loop.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(milliseconds)) {
+            guard !self.closed else { return }
+            self.logger.info("token expired", metadata: self.logMetadata)
+            self.fail("token expired: refresh it with a SEND to \(SessionStateMachine.tokenDestination) before it expires", receiptID: nil, detail: nil)
+        }
+    }
+
+    /// A SEND to `/control/token`: a fresh JWT for the same user replaces the session's (new expiry, new roles).
+    func refreshToken(_ token: String, receipt: String?) {
+        guard let authenticator = self.settings.authentication?.authenticator, authenticator.tokens != nil else {
+            self.fail("token refresh needs JWT authentication ([auth] jwt-secret or jwt-public-key-file)", receiptID: receipt, detail: nil)
+            return
+        }
+        switch authenticator.verify(token: token) {
+        case .failure(let failure):
+            self.fail("token refresh refused: \(failure)", receiptID: receipt, detail: nil)
+        case .success(let user) where user.name != (self.login ?? ""):
+            self.fail("token refresh refused: the token is for another user", receiptID: receipt, detail: nil)
+        case .success(let user):
+            self.roles = user.roles
+            self.sendAllowed.removeAll()
+            self.expire(at: user.expires)
+            self.sendReceipt(receipt)
+        }
     }
 }

@@ -28,7 +28,7 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
 
     /// What checks CONNECT's login and passcode, and where (off the event loops).
     struct Authentication {
-        var authenticator: any Authenticator
+        var authenticator: ServerAuthenticator
         var pool: NIOThreadPool
         var limiter: FailedLoginLimiter
     }
@@ -66,6 +66,8 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
     /// The authenticated user's roles (for `[[acl]]` rules), and destinations this session was allowed to SEND to.
     var roles: [String] = []
     var sendAllowed: Set<String> = []
+    /// Closes the session when its token expires (unless refreshed first).
+    var expiry: Scheduled<Void>?
     /// Set while the socket is full: deliveries wait here, per their destinations' slow-consumer policies.
     var backlog: OutboundBacklog?
     /// False once DISCONNECT or an error ended the session: later inbound frames are ignored.
@@ -137,6 +139,7 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
             if let authentication = self.settings.authentication {
                 self.authenticate(login: login, passcode: passcode, with: authentication) { user in
                     self.roles = user.roles
+                    self.expire(at: user.expires)
                     self.connected(frame, heartbeat: heartbeat, login: user.name.isEmpty ? nil : user.name, clientID: clientID)
                 }
                 return
@@ -162,6 +165,8 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
                 self.unsubscribeQueue(id: id, endDurable: durable)
             }
             self.sendReceipt(receipt)
+        case .refreshToken(let token, let receipt):
+            self.refreshToken(token, receipt: receipt)
         case .execute(let work, let receipt):
             self.execute(work, receipt: receipt)
         case .receipt(let receipt):
@@ -398,6 +403,8 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
     func transportClosed() {
         self.closed = true
         self.backlog = nil
+        self.expiry?.cancel()
+        self.expiry = nil
         self.clock.remove(self)
         for subscription in self.subscriptions.values {
             self.loop.unsubscribe(subscription)

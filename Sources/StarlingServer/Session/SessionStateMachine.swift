@@ -92,6 +92,8 @@ struct SessionStateMachine {
         case receipt(String?)
         /// Send RECEIPT (if any), then close gracefully.
         case disconnect(receipt: String?)
+        /// A SEND to `/control/token`: replace the session's JWT (body or `passcode` header) before it expires.
+        case refreshToken(String, receipt: String?)
         /// Send ERROR (with `receipt-id` when the frame had `receipt`), then close.
         case error(message: String, receiptID: String?, detail: String?)
         /// No common protocol version: ERROR with `version` listing ours (STOMP 1.2 "Protocol Negotiation"), then close.
@@ -176,8 +178,18 @@ struct SessionStateMachine {
         self.state = .connected(version)
         return .connected(
             STOMPFrame(.connected, headers: headers), version: version, heartbeat: negotiated,
-            login: frame.headers["login"], clientID: frame.headers["client-id"], passcode: frame.headers["passcode"]
+            login: frame.headers["login"], clientID: frame.headers["client-id"],
+            passcode: frame.headers["passcode"] ?? Self.bearer(frame.headers["authorization"])
         )
+    }
+
+    /// Where a session sends a fresh JWT (issue 9: token refresh without reconnecting).
+    static let tokenDestination = "/control/token"
+
+    /// The token of an `authorization:Bearer <token>` header.
+    static func bearer(_ value: String?) -> String? {
+        guard let value, value.lowercased().hasPrefix("bearer ") else { return nil }
+        return value.dropFirst(7).trimmingASCIISpaces()
     }
 
     static func parseHeartbeat(_ value: String) -> Heartbeat? {
@@ -237,6 +249,11 @@ struct SessionStateMachine {
 
     private mutating func send(_ frame: STOMPFrame, receipt: String?) -> Action {
         guard let destination = frame.headers["destination"] else { return self.missing("destination", frame, receipt) }
+        if destination == Self.tokenDestination {
+            guard frame.headers["transaction"] == nil else { return self.fail("a token refresh cannot be part of a transaction", receipt: receipt) }
+            let token = frame.headers["passcode"] ?? String(buffer: frame.body).trimmingCharacters(in: .whitespacesAndNewlines)
+            return .refreshToken(token, receipt: receipt)
+        }
         if let problem = Self.destinationProblem(destination, publishing: true) {
             return self.fail(problem, receipt: receipt)
         }
