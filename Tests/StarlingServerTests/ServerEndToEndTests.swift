@@ -12,6 +12,8 @@ struct ServerEndToEndTests {
         configuration.port = 0
         configuration.stompPort = 0
         configuration.eventLoopCount = 2
+        // The suites run in parallel on few cores: a client may wait long for its turn to send CONNECT.
+        configuration.heartbeat.connectTimeoutMilliseconds = 120_000
         configuration.webRoot = nil
         configuration.storage = .memory
         let server = try StarlingServer(configuration: configuration, logger: Logger(label: "test"))
