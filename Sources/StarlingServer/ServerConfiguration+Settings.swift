@@ -30,6 +30,7 @@ extension ServerConfiguration {
         ("max-header-count", "most headers in one frame (default 64)"),
         ("max-header-length", "longest header line in bytes (default 8192)"),
         ("max-subscriptions", "subscriptions per connection (default 1024)"),
+        ("max-frame-rate", "frames per second one connection may send (a token bucket of one second's worth; past it reading pauses) (default 50000, 0 = unlimited)"),
         ("max-connections", "open client connections (TCP and WebSocket) the server accepts at most (default 100000)"),
         ("max-connections-per-ip", "open client connections from one IP address at most (default 10000)"),
         ("allowed-origins", "comma-separated Origins browsers may open WebSockets from, e.g. https://chat.example.com (default any)"),
@@ -100,6 +101,7 @@ extension ServerConfiguration {
         case "room-history-max-bytes": self.rooms.historyMaxBytes = try integer(0...(1 << 34))
         case "max-pending-bytes": self.limits.maxPendingBytes = try integer(1024...(1 << 30))
         case "max-connections": self.limits.maxConnections = try integer(1...10_000_000)
+        case "max-frame-rate": self.limits.maxFrameRate = try integer(0...100_000_000)
         case "max-connections-per-ip": self.limits.maxConnectionsPerAddress = try integer(1...10_000_000)
         case "allowed-origins":
             let origins = value.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }

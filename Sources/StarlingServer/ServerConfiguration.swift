@@ -66,6 +66,8 @@ public struct ServerConfiguration: Sendable {
         public var maxPendingBytes = 4 << 20
         /// Open client connections at most, and from one IP address (checked when a connection is accepted).
         public var maxConnections = 100_000
+        /// Frames per second one connection may send; 0 = unlimited.
+        public var maxFrameRate = 50_000
         public var maxConnectionsPerAddress = 10_000
         public init() {}
     }

@@ -330,12 +330,14 @@ public final class StarlingServer: Service, Sendable {
             ("x-max-header-count", String(limits.maxHeaderCount)),
             ("x-max-header-length", String(limits.maxHeaderLineLength)),
             ("x-max-subscriptions", String(limits.maxSubscriptionsPerConnection)),
+            ("x-max-frame-rate", String(limits.maxFrameRate)),
             ("x-max-pending-bytes", String(limits.maxPendingBytes)),
             ("x-max-presence-meta-bytes", String(limits.maxPresenceMetaBytes)),
         ]
         var settings = STOMPConnection.Settings(parserLimits: configuration.parserLimits, session: session)
         settings.heartbeatGraceFactor = configuration.heartbeat.graceFactor
         settings.maxPendingBytes = configuration.limits.maxPendingBytes
+        settings.maxFrameRate = Double(configuration.limits.maxFrameRate)
         settings.connectTimeout = .milliseconds(Int64(configuration.heartbeat.connectTimeoutMilliseconds))
         return settings
     }

@@ -59,3 +59,31 @@ def test_origin_allow_list(own_server):
         if expected == 403:
             assert b"not allowed" in body
         sock.close()
+
+
+def test_frame_rate_limit_slows_a_flooding_client_without_dropping_anything(own_server):
+    """max-frame-rate 200: 600 SENDs written at once take about 2 s to be handled (reading pauses while the bucket
+    is empty); all arrive, in order; another client meanwhile is served at once."""
+    srv = own_server(["--set", "max-frame-rate=200"])
+    reader = RawTcpStomp(srv.stomp_port)
+    reader.connect("1.2")
+    assert reader.connected_frame.headers["x-max-frame-rate"] == "200"
+    reader.send_frame("SUBSCRIBE", {"id": "s", "destination": "/topic/flood", "receipt": "r"})
+    reader.recv_until("RECEIPT")
+    flooder = RawTcpStomp(srv.stomp_port)
+    flooder.connect("1.2")
+    started = time.monotonic()
+    flooder.send_raw(b"".join(
+        f"SEND\ndestination:/topic/flood\nx-seq:{i}\n\n\0".encode() for i in range(600)
+    ) + b"SEND\ndestination:/topic/flood\nreceipt:done\n\nend\0")
+    other = RawTcpStomp(srv.stomp_port)
+    other.connect("1.2")
+    assert other.receipt_roundtrip().command == "RECEIPT"
+    assert time.monotonic() - started < 1.0, "others are not slowed"
+    assert flooder.recv_until("RECEIPT", 15).headers["receipt-id"] == "done"
+    elapsed = time.monotonic() - started
+    assert 1.5 < elapsed < 6, f"600 frames over a 200/s bucket (200 at once) took {elapsed:.1f} s"
+    seqs = [int(f.headers["x-seq"]) for f in reader.drain(1.0) if f.command == "MESSAGE" and "x-seq" in f.headers]
+    assert seqs == list(range(600))
+    for client in (reader, flooder, other):
+        client.close()

@@ -7,8 +7,8 @@ import StarlingSTOMP
 /// must not stall an event loop), and the session starts only when they hold. A wrong password, an unknown user and
 /// a missing login get the same ERROR; an address with too many recent failures is refused without a check.
 extension STOMPConnection {
-    /// Input that arrives while authenticating, at most this much (a client must wait for CONNECTED).
-    static let maxHeldInput = 64 * 1024
+    /// Input held while authenticating or throttled, at most: one frame of the largest body, and room for headers.
+    var maxHeldInput: Int { self.settings.parserLimits.maxBodySize + 128 * 1024 }
 
     func authenticate(
         login: String?, passcode: String?, with authentication: Authentication, then start: @escaping (AuthenticatedUser) -> Void
@@ -50,10 +50,10 @@ extension STOMPConnection {
             self.heldInput!.writeBuffer(&buffer)
         }
         buffer.moveReaderIndex(to: buffer.writerIndex)
-        if self.heldInput!.readableBytes > Self.maxHeldInput {
+        if self.heldInput!.readableBytes > self.maxHeldInput {
             self.heldInput = nil
             self.authenticating = false
-            self.fail("too much data before CONNECTED (\(Self.maxHeldInput) bytes at most while the login is checked)", receiptID: nil, detail: nil)
+            self.fail("too much data held (\(self.maxHeldInput) bytes at most while the login is checked or the client is over max-frame-rate)", receiptID: nil, detail: nil)
         }
     }
 
@@ -105,5 +105,32 @@ extension STOMPConnection {
             self.expire(at: user.expires)
             self.sendReceipt(receipt)
         }
+    }
+
+    /// `max-frame-rate`: takes a token for the frame just handled. When the bucket is empty, reading pauses until it
+    /// holds a token again, and true is returned (the caller holds the rest of its input meanwhile).
+    func spendFrameToken() -> Bool {
+        let rate = self.settings.maxFrameRate
+        guard rate > 0 else { return false }
+        self.frameTokens -= 1
+        guard self.frameTokens < 0 else { return false }
+        let now = NIODeadline.now()
+        let elapsed = Double((now - self.frameTokensAt).nanoseconds) / 1e9
+        self.frameTokens = min(rate, self.frameTokens + elapsed * rate)
+        self.frameTokensAt = now
+        guard self.frameTokens < 0 else { return false }
+        self.throttled = true
+        self.transport?.setReading(false)
+        let wait = TimeAmount.nanoseconds(Int64((-self.frameTokens + 1) / rate * 1e9))
+        self.loop.eventLoop.assumeIsolated().scheduleTask(in: wait) {
+            guard !self.closed else { return }
+            self.throttled = false
+            self.transport?.setReading(true)
+            if var held = self.heldInput {
+                self.heldInput = nil
+                self.received(&held)
+            }
+        }
+        return true
     }
 }

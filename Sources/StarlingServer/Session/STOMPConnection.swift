@@ -24,6 +24,8 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
         var authentication: Authentication?
         /// Set when the configuration has `[[acl]]` tables.
         var access: AccessControl?
+        /// Frames per second a client may send (a token bucket holding one second's worth); 0 = unlimited.
+        var maxFrameRate = 0.0
     }
 
     /// What checks CONNECT's login and passcode, and where (off the event loops).
@@ -63,6 +65,11 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
     /// True while CONNECT's credentials are being checked; input meanwhile waits in `heldInput`.
     var authenticating = false
     var heldInput: ByteBuffer?
+    /// `max-frame-rate`: tokens left (may go below zero by the frame that emptied them) and when they were counted.
+    var frameTokens = 0.0
+    var frameTokensAt = NIODeadline.uptimeNanoseconds(0)
+    /// True while reading is paused because the client sent faster than `max-frame-rate`.
+    var throttled = false
     /// The authenticated user's roles (for `[[acl]]` rules), and destinations this session was allowed to SEND to.
     var roles: [String] = []
     var sendAllowed: Set<String> = []
@@ -109,7 +116,7 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
     /// Bytes from the transport (a TCP read, or one WebSocket message's payload).
     func received(_ buffer: inout ByteBuffer) {
         if self.receiveTimeout != nil { self.lastRead = .now() }
-        if self.authenticating {
+        if self.authenticating || self.throttled {
             self.holdInput(&buffer)
             return
         }
@@ -123,8 +130,9 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
             }
             guard let frame else { return }
             self.perform(self.machine.receive(frame))
-            if self.authenticating {
-                // Frames after CONNECT wait until the credentials are checked.
+            if self.authenticating || self.spendFrameToken() {
+                // Frames after CONNECT wait until the credentials are checked; frames past the rate limit, until the
+                // bucket refills.
                 self.holdInput(&buffer)
                 return
             }

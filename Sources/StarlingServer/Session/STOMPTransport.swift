@@ -25,6 +25,8 @@ protocol STOMPTransport: AnyObject {
     func close(_ reason: TransportCloseReason)
     /// False while more than the outbound budget is waiting to be written to the socket.
     var isWritable: Bool { get }
+    /// Stops (false) or resumes (true) reading from the socket: backpressure on a client sending too fast.
+    func setReading(_ reading: Bool)
     /// The client's IP address (for per-address limits), when known.
     var remoteAddress: String? { get }
     /// True when closing tells the peer why (WebSocket close codes); plain TCP gets an ERROR frame instead.

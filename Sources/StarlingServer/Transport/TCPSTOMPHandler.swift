@@ -113,4 +113,9 @@ final class TCPSTOMPHandler: ChannelInboundHandler, STOMPTransport {
     var isWritable: Bool { self.context?.channel.isWritable ?? false }
     var hasCloseCodes: Bool { false }
     var remoteAddress: String? { self.context?.channel.remoteAddress?.ipAddress }
+
+    func setReading(_ reading: Bool) {
+        guard let channel = self.context?.channel else { return }
+        _ = try? channel.syncOptions?.setOption(.autoRead, value: reading)
+    }
 }

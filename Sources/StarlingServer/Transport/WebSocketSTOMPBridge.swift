@@ -69,6 +69,10 @@ final class WebSocketSTOMPBridge: WebSocketConnectionDelegate, STOMPTransport {
     var isWritable: Bool { self.channel.isWritable }
     var hasCloseCodes: Bool { true }
     var remoteAddress: String? { self.channel.remoteAddress?.ipAddress }
+
+    func setReading(_ reading: Bool) {
+        _ = try? self.channel.syncOptions?.setOption(.autoRead, value: reading)
+    }
 }
 
 /// The `--echo-path` endpoint: sends every message back as it came, for WebSocket conformance suites.
