@@ -54,6 +54,12 @@ public final class PerMessageDeflater {
         var output = allocator.buffer(capacity: headroom + bound)
         output.moveWriterIndex(forwardBy: headroom)
         output.moveReaderIndex(forwardBy: headroom)
+        if total == 0 {
+            // RFC 7692 §7.2.3.6: an empty message compresses to one 0x00 octet (an empty stored block). Asking zlib
+            // for a second sync flush with no input would give Z_BUF_ERROR and no bytes (found by Fuzz/FuzzDeflate).
+            output.writeInteger(UInt8(0))
+            return output
+        }
         if let prefix, prefix.readableBytes > 0 {
             guard self.deflate(prefix, flush: Z_NO_FLUSH, stream: stream, into: &output) else { return nil }
         }

@@ -54,6 +54,19 @@ struct PerMessageDeflateTests {
         }
     }
 
+    @Test("An empty message compresses to one 00 octet, also right after another message with context takeover (fuzz finding)")
+    func emptyMessage() throws {
+        for noContextTakeover in [false, true] {
+            let deflater = try self.deflater(noContextTakeover: noContextTakeover)
+            let inflater = try self.inflater(noContextTakeover: noContextTakeover)
+            for message in ["", "", Self.text, "", Self.text] {
+                let compressed = try self.compress(deflater, message)
+                if message.isEmpty { #expect(Array(compressed.readableBytesView) == [0x00]) }
+                #expect(try self.inflate(inflater, compressed) == message)
+            }
+        }
+    }
+
     @Test("The prefix and payload are compressed as one message")
     func prefixAndPayload() throws {
         let deflater = try self.deflater()
