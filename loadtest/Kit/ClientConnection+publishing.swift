@@ -49,9 +49,13 @@ extension ClientConnection {
 
     /// Rate 0: a batch while the channel is writable and the flow window has room, then yield and repeat.
     /// A full socket resumes through `channelWritabilityChanged`; a full window retries shortly.
+    /// Paced publishers (rate > 0) never pump: their timer retries a full socket within a millisecond (a
+    /// writability change used to start the pump for them too, and they then sent as fast as the window allowed).
     func pump() {
         self.pumpScheduled = false
-        guard self.stats.publishing, self.state == .open, let context = self.context, self.publisher != nil else { return }
+        guard self.stats.publishing, self.state == .open, let context = self.context, let publisher = self.publisher,
+            publisher.rate == 0
+        else { return }
         let now = MonotonicClock.nanoseconds()
         guard now < self.stats.measureEnd else { return }
         guard context.channel.isWritable else { return }

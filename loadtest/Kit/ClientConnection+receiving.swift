@@ -27,6 +27,10 @@ extension ClientConnection {
     /// The hot path of every receiver: verify order and uniqueness, time it, ACK when asked.
     func handleMessage(_ message: ReceivedMessage) {
         let stats = self.stats
+        if self.stalled {
+            stats.stalledDelivered += 1
+            return
+        }
         let run = message.run
         let publisher = message.publisher
         let seq = message.seq

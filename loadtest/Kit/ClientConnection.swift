@@ -61,6 +61,8 @@ final class ClientConnection: ChannelInboundHandler {
     private var heartbeatTask: RepeatedTask?
     var subscriptions: [SubscriptionState] = []
     var publisher: PublisherState?
+    /// `--stalled-percent`: this subscriber stopped reading (see `stall()`); its MESSAGEs are not verified.
+    private(set) var stalled = false
     /// Self, loop-bound, for closures the event loop runs later (set while the handler is in a pipeline).
     var bound: NIOLoopBound<ClientConnection>?
     var pumpScheduled = false
@@ -110,6 +112,7 @@ final class ClientConnection: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var buffer = self.unwrapInboundIn(data)
         self.now = MonotonicClock.nanoseconds()
+        if self.stalled { self.stats.stalledBytes += UInt64(buffer.readableBytes) }
         if self.state == .upgrading {
             switch self.handshake.feed(&buffer) {
             case .needMoreData:
@@ -156,7 +159,14 @@ final class ClientConnection: ChannelInboundHandler {
         self.state = .closed
         self.heartbeatTask?.cancel()
         self.heartbeatTask = nil
-        if previous == .open && !self.closingDeliberately {
+        if previous == .open && !self.closingDeliberately && self.stalled {
+            // A stalled subscriber the broker gave up on: expected, reported apart from `dropped`.
+            self.stats.stalledClosed += 1
+            let reason = self.closeReason ?? "connection closed by the server"
+            if self.stats.stalledCloseReasons.count < 10 && !self.stats.stalledCloseReasons.contains(reason) {
+                self.stats.stalledCloseReasons.append(reason)
+            }
+        } else if previous == .open && !self.closingDeliberately {
             self.stats.dropped += 1
             self.stats.addError("connection dropped by the server" + (self.closeReason.map { ": \($0)" } ?? ""))
         }
@@ -374,6 +384,31 @@ final class ClientConnection: ChannelInboundHandler {
         guard !self.readyCompleted else { return }
         self.readyCompleted = true
         self.ready.fail(error)
+    }
+
+    /// Stops reading the socket (`autoRead` off): the broker's buffers for this connection fill. Its MESSAGEs
+    /// are counted apart from here on (`stalledDelivered`), never verified.
+    func stall() {
+        guard !self.stalled, self.state == .open, let context = self.context else { return }
+        self.stalled = true
+        self.stats.stalledConnections += 1
+        try? context.channel.syncOptions?.setOption(ChannelOptions.autoRead, value: false)
+    }
+
+    /// A stalled connection reads again (after the run), so a close by the broker queued behind its backlog shows.
+    func resumeReading() {
+        guard self.stalled, self.state == .open, let context = self.context else { return }
+        try? context.channel.syncOptions?.setOption(ChannelOptions.autoRead, value: true)
+    }
+
+    /// Sends a STOMP heart-beat (an EOL, allowed between frames whatever was negotiated). To a socket the broker
+    /// closed, and whose kernel gave up sending it, the answer is a TCP reset: the only way to learn of such a close.
+    func poke() {
+        guard self.state == .open else { return }
+        var beat = ByteBuffer()
+        beat.writeInteger(UInt8(ascii: "\n"))
+        self.writeWebSocketFrame(opcode: .text, payload: beat, compress: false)
+        self.flushOutbound()
     }
 
     /// Closes on our initiative: a WebSocket close frame (1000), then the TCP connection.

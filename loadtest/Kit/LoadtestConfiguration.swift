@@ -103,6 +103,13 @@ public struct LoadtestConfiguration: Sendable {
     public var rate = 0.0
     /// `--rate 0` flow window: messages in flight (sent, not yet received) per subscription, summed over all.
     public var inFlightPerSubscription = 32
+    /// fanout `--stalled-percent P`: P% of each topic's subscribers stop reading after their SUBSCRIBE's RECEIPT.
+    /// nil when the option was not given (then the result has no `stalled` and no RSS series); 0 reports both
+    /// with no stalled subscriber.
+    public var stalledPercent: Double?
+    /// How long, at most, the stalled subscribers read their backlog after the run (to see which ones the broker
+    /// closed: a closed socket shows only once what was queued before the close has been read).
+    public var stalledDrainSeconds = 10.0
 
     // connections
     public var connections = 1000
@@ -137,6 +144,13 @@ public struct LoadtestConfiguration: Sendable {
         guard self.rate >= 0 else { throw .usage("--rate must be >= 0") }
         guard self.inFlightPerSubscription >= 1 else { throw .usage("--in-flight must be at least 1") }
         guard (1...250).contains(self.sourceAddresses) else { throw .usage("--source-addresses must be 1...250") }
+        if let percent = self.stalledPercent {
+            guard self.scenario == .fanout else { throw .usage("--stalled-percent is a fanout option") }
+            guard percent >= 0 && percent < 100 else { throw .usage("--stalled-percent must be 0 ... <100") }
+            guard StalledSelection(subscribers: self.subscribers, percent: percent).healthy > 0 else {
+                throw .usage("--stalled-percent \(percent) leaves no healthy subscriber of \(self.subscribers)")
+            }
+        }
         switch self.scenario {
         case .fanout:
             try positive(self.publishers, "--publishers")

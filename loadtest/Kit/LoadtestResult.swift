@@ -15,6 +15,57 @@ public struct LoadtestResult: Codable, Sendable {
         public var rssBytesPeak: UInt64 = 0
         /// Only from the `connections` scenario.
         public var rssBytesPerConnection: Double?
+        /// With `--stalled-percent`: RSS samples `[t, bytes]`, about one a second, t in seconds since publishing
+        /// began (the warm-up's start; negative before), and the server's open file descriptors `[t, n]` at the
+        /// same times (its connections, so a broker closing stalled subscribers shows as a drop).
+        public var rssSeries: [SeriesPoint]?
+        public var openFilesSeries: [SeriesPoint]?
+    }
+
+    /// `[t, value]` in JSON.
+    public struct SeriesPoint: Codable, Sendable, Equatable {
+        public var t: Double
+        public var value: UInt64
+
+        public init(t: Double, value: UInt64) {
+            self.t = t
+            self.value = value
+        }
+
+        public func encode(to encoder: Encoder) throws {
+            var container = encoder.unkeyedContainer()
+            try container.encode(self.t)
+            try container.encode(self.value)
+        }
+
+        public init(from decoder: Decoder) throws {
+            var container = try decoder.unkeyedContainer()
+            self.t = try container.decode(Double.self)
+            self.value = try container.decode(UInt64.self)
+        }
+    }
+
+    /// fanout with `--stalled-percent`: the subscribers that stopped reading. `deliveredPerSecond`, `delivered`,
+    /// `expected`, `lost` and `latencyMs` of the result count the healthy subscribers only.
+    public struct Stalled: Codable, Sendable {
+        public var percent = 0.0
+        /// Stalled subscribers per topic, and in all.
+        public var perTopic = 0
+        public var subscribers = 0
+        public var healthySubscribers = 0
+        /// = the result's `deliveredPerSecond`: MESSAGEs/s to the healthy subscribers in the measured window.
+        public var healthyDeliveredPerSecond = 0.0
+        /// Stalled connections the broker closed (ERROR, WebSocket close or TCP end). A close is queued behind
+        /// what the subscriber did not read, so it is seen when the stalled subscribers read again after the run.
+        public var closedByBroker = 0
+        /// Stalled connections still open when the backlog reading ended (idle 1 s, or the time limit).
+        public var openAtEnd = 0
+        /// What the stalled subscribers read after the run: what the broker had queued or buffered for them.
+        public var deliveredAfterResume: UInt64 = 0
+        public var bytesAfterResume: UInt64 = 0
+        public var drainSeconds = 0.0
+        /// The broker's distinct reasons for closing (ERROR message, close frame), at most 10.
+        public var closeReasons: [String] = []
     }
 
     public struct Client: Codable, Sendable {
@@ -65,6 +116,7 @@ public struct LoadtestResult: Codable, Sendable {
     public var latencyMs = LatencySummary()
     public var connections = Connections()
     public var server: Server?
+    public var stalled: Stalled?
     public var client = Client()
     public var errors: [String] = []
 
@@ -96,6 +148,9 @@ public struct LoadtestResult: Codable, Sendable {
             parameters["warmup"] = .double(configuration.warmupSeconds)
         }
         parameters["sourceAddresses"] = .int(configuration.sourceAddresses)
+        if configuration.scenario == .fanout, let percent = configuration.stalledPercent {
+            parameters["stalledPercent"] = .double(percent)
+        }
         self.parameters = parameters
     }
 
@@ -131,6 +186,17 @@ public struct LoadtestResult: Codable, Sendable {
                 line += "  per connection \(String(format: "%.0f", perConnection)) B"
             }
             lines.append(line)
+        }
+        if let stalled = self.stalled {
+            lines.append("  stalled    \(stalled.subscribers) subscribers (\(stalled.perTopic) per topic), healthy "
+                + "\(stalled.healthySubscribers) at \(rate(stalled.healthyDeliveredPerSecond))/s; closed by the broker "
+                + "\(stalled.closedByBroker), open \(stalled.openAtEnd); read after resuming \(stalled.deliveredAfterResume) "
+                + "messages, \(stalled.bytesAfterResume / 1024) KiB in \(String(format: "%.1f", stalled.drainSeconds)) s")
+            for reason in stalled.closeReasons { lines.append("  stalled closed: \(reason)") }
+        }
+        if let series = self.server?.rssSeries, !series.isEmpty {
+            lines.append("  server rss MiB over time: " + series.map { String(format: "%.0fs %.0f", $0.t, Double($0.value) / 1_048_576) }
+                .joined(separator: ", "))
         }
         lines.append("  client     cpu \(String(format: "%.1f", self.client.cpuPercent))%")
         for error in self.errors {

@@ -10,7 +10,10 @@ extension LoadtestRunner {
         let configuration = self.configuration
         var result = LoadtestResult(configuration: configuration)
         var monitor = ProcessMonitor(serverPID: configuration.serverPID)
+        let withStalled = configuration.scenario == .fanout && configuration.stalledPercent != nil
+        monitor.recordSeries = withStalled
         monitor.sampleBefore()
+        let stalled = self.plan.stalled
 
         // Receivers (and, in rooms, publishers too).
         let receiverCount: Int
@@ -23,8 +26,13 @@ extension LoadtestRunner {
             try await ref.onLoop { connection in
                 switch configuration.scenario {
                 case .fanout:
-                    return connection.subscribe(destination: index % configuration.topics, publisherBase: 0,
-                                                publishers: configuration.publishers, ackMode: .auto)
+                    let subscribed = connection.subscribe(destination: index % configuration.topics, publisherBase: 0,
+                                                          publishers: configuration.publishers, ackMode: .auto)
+                    // Subscriber number index / topics of its topic; a stalled one stops reading once subscribed.
+                    guard stalled.isStalled(rank: index / configuration.topics), let bound = connection.bound else {
+                        return subscribed
+                    }
+                    return subscribed.map { bound.value.stall() }
                 case .rooms:
                     let room = index / configuration.members
                     connection.publisher = PublisherState(id: index, destinations: [room], rate: configuration.rate)
@@ -63,6 +71,7 @@ extension LoadtestRunner {
             result.durationSeconds = 0
             await self.closeAll(stats)
             result.server = monitor.server(connections: nil)
+            if withStalled { result.stalled = Self.stalledFigures(snapshots, stalled: stalled, configuration: configuration) }
             return result
         }
 
@@ -130,7 +139,12 @@ extension LoadtestRunner {
         let drainStart = MonotonicClock.nanoseconds()
         var lastDelivered: UInt64 = .max
         var lastChange = drainStart
+        var nextTick = drainStart + 1_000_000_000
         while true {
+            if withStalled && MonotonicClock.nanoseconds() >= nextTick {
+                monitor.tick()  // the RSS series goes on through the drain
+                nextTick += 1_000_000_000
+            }
             let snapshots = await self.snapshots(stats, latency: false)
             let delivered = snapshots.reduce(0) { $0 + $1.tally.unique }
             let expected = self.expected(snapshots)
@@ -147,12 +161,86 @@ extension LoadtestRunner {
 
         let snapshots = await self.snapshots(stats, latency: true, seen: configuration.scenario == .queue)
         self.fill(&result, from: snapshots, errors: errors)
+        if withStalled {
+            result.stalled = await self.drainStalled(stats, monitor: &monitor, snapshots: snapshots, began: began)
+            result.stalled!.healthyDeliveredPerSecond = result.deliveredPerSecond
+        }
         await self.closeAll(stats)
         monitor.tick()
-        result.server = monitor.server(connections: nil)
+        result.server = monitor.server(connections: nil, seriesOrigin: began)
         result.client.cpuPercent = monitor.clientCPUPercent
         if monitor.serverVanished { result.errors.append("the server process \(configuration.serverPID!) exited during the run") }
         return result
+    }
+
+    /// The stalled subscribers read again, until each is closed by the broker or idle for 1 s (at most
+    /// `stalledDrainSeconds`): a close the broker queued behind their backlog shows only once that is read.
+    /// Then those still open send a heart-beat and get 1 s more: a socket the broker closed long ago may have been
+    /// given up by its kernel (an orphan whose peer's window stayed zero), and only answers with a reset.
+    func drainStalled(_ stats: [NIOLoopBound<LoopStats>], monitor: inout ProcessMonitor, snapshots before: [LoopSnapshot],
+                      began: UInt64) async -> LoadtestResult.Stalled {
+        let configuration = self.configuration
+        await self.onEveryLoop(stats) { stats in
+            for connection in stats.connections.values where connection.stalled { connection.resumeReading() }
+        }
+        let start = MonotonicClock.nanoseconds()
+        let limit = UInt64(configuration.stalledDrainSeconds * 1e9)
+        var lastActivity: UInt64 = .max
+        var lastChange = start
+        var nextTick = start + 1_000_000_000
+        var snapshots = before
+        while true {
+            snapshots = await self.snapshots(stats, latency: false)
+            let now = MonotonicClock.nanoseconds()
+            let figures = Self.stalledFigures(snapshots, stalled: self.plan.stalled, configuration: configuration)
+            let activity = figures.bytesAfterResume &+ UInt64(figures.closedByBroker)
+            if activity != lastActivity {
+                lastActivity = activity
+                lastChange = now
+            }
+            if figures.openAtEnd == 0 || now - lastChange >= 1_000_000_000 || now - start >= limit { break }
+            if now >= nextTick {
+                monitor.tick()
+                nextTick += 1_000_000_000
+            }
+            self.progress.show(String(
+                format: "%6.1fs stalled subscribers reading their backlog: %llu messages, %d closed by the broker, %d open",
+                Double(now - began) / 1e9, figures.deliveredAfterResume, figures.closedByBroker, figures.openAtEnd))
+            try? await Task.sleep(nanoseconds: 100_000_000)
+        }
+        if Self.stalledFigures(snapshots, stalled: self.plan.stalled, configuration: configuration).openAtEnd > 0 {
+            await self.onEveryLoop(stats) { stats in
+                for connection in stats.connections.values where connection.stalled { connection.poke() }
+            }
+            let poked = MonotonicClock.nanoseconds()
+            while MonotonicClock.nanoseconds() - poked < 1_000_000_000 {
+                try? await Task.sleep(nanoseconds: 100_000_000)
+                snapshots = await self.snapshots(stats, latency: false)
+                if Self.stalledFigures(snapshots, stalled: self.plan.stalled, configuration: configuration).openAtEnd == 0 { break }
+            }
+        }
+        var figures = Self.stalledFigures(snapshots, stalled: self.plan.stalled, configuration: configuration)
+        figures.drainSeconds = (Double(MonotonicClock.nanoseconds() - start) / 1e8).rounded() / 10
+        return figures
+    }
+
+    static func stalledFigures(_ snapshots: [LoopSnapshot], stalled: StalledSelection,
+                               configuration: LoadtestConfiguration) -> LoadtestResult.Stalled {
+        var figures = LoadtestResult.Stalled()
+        figures.percent = configuration.stalledPercent ?? 0
+        figures.perTopic = stalled.count
+        figures.healthySubscribers = stalled.healthy * configuration.topics
+        for snapshot in snapshots {
+            figures.subscribers += snapshot.stalled.connections
+            figures.closedByBroker += snapshot.stalled.closed
+            figures.deliveredAfterResume += snapshot.stalled.delivered
+            figures.bytesAfterResume += snapshot.stalled.bytes
+            for reason in snapshot.stalled.closeReasons where !figures.closeReasons.contains(reason) && figures.closeReasons.count < 10 {
+                figures.closeReasons.append(reason)
+            }
+        }
+        figures.openAtEnd = figures.subscribers - figures.closedByBroker
+        return figures
     }
 
     /// Messages that should arrive: for each destination, messages sent there x its subscriptions.

@@ -35,6 +35,14 @@ final class LoopStats {
     let inflateCache = InflateCache()
     /// Live connections on this loop, for closing at the end.
     var connections: [ObjectIdentifier: ClientConnection] = [:]
+    /// `--stalled-percent`: this loop's stalled subscribers (counted when they stop reading), how many of them
+    /// the broker closed (ERROR, close frame or TCP end; seen once their backlog is read), the MESSAGEs and
+    /// bytes they read after they resumed at the end, and the distinct reasons the broker gave.
+    var stalledConnections = 0
+    var stalledClosed = 0
+    var stalledDelivered: UInt64 = 0
+    var stalledBytes: UInt64 = 0
+    var stalledCloseReasons: [String] = []
 
     init(index: Int, plan: RunPlan) {
         self.index = index
@@ -61,7 +69,10 @@ final class LoopStats {
             sentMeasured: self.sentMeasured, deliveredMeasured: self.deliveredMeasured,
             sentPerDestination: self.sentPerDestination, seen: withSeen ? self.seen : [],
             opened: self.opened, failed: self.failed, dropped: self.dropped, errors: self.errors,
-            connections: self.connections.count
+            connections: self.connections.count,
+            stalled: StalledSnapshot(
+                connections: self.stalledConnections, closed: self.stalledClosed, delivered: self.stalledDelivered,
+                bytes: self.stalledBytes, closeReasons: self.stalledCloseReasons)
         )
     }
 }
@@ -80,6 +91,16 @@ struct LoopSnapshot: Sendable {
     var dropped: Int
     var errors: [String]
     var connections: Int
+    var stalled: StalledSnapshot
+}
+
+/// One loop's stalled subscribers (see `LoopStats.stalledConnections`).
+struct StalledSnapshot: Sendable {
+    var connections: Int
+    var closed: Int
+    var delivered: UInt64
+    var bytes: UInt64
+    var closeReasons: [String]
 }
 
 /// End-to-end flow control for `--rate 0`: publishers stop while more than `limit` deliveries are
@@ -122,6 +143,8 @@ final class RunPlan: Sendable {
     let persistent: Bool
     let flow: FlowWindow
     let maxDeliveriesPerMessage: Int
+    /// fanout `--stalled-percent`: which subscribers of each topic stall (none without the option).
+    let stalled: StalledSelection
 
     init(configuration: LoadtestConfiguration, loops: Int) {
         self.scenario = configuration.scenario
@@ -132,7 +155,9 @@ final class RunPlan: Sendable {
         switch configuration.scenario {
         case .fanout:
             self.destinations = (0..<configuration.topics).map { "/topic/\(prefix).t\($0)" }
-            self.deliveriesPerMessage = Array(repeating: configuration.subscribers, count: configuration.topics)
+            // Only the healthy subscribers are expected to receive (and count against the flow window).
+            let stalled = StalledSelection(subscribers: configuration.subscribers, percent: configuration.stalledPercent ?? 0)
+            self.deliveriesPerMessage = Array(repeating: stalled.healthy, count: configuration.topics)
             self.publisherCount = configuration.publishers
         case .rooms:
             let kind = configuration.roomDestinations ? "/room/" : "/topic/"
@@ -160,5 +185,8 @@ final class RunPlan: Sendable {
         let window = configuration.inFlightPerSubscription
         self.flow = FlowWindow(loops: loops, limit: max(window * 16, subscriptions * window))
         self.maxDeliveriesPerMessage = max(1, self.deliveriesPerMessage.max() ?? 1)
+        self.stalled = configuration.scenario == .fanout
+            ? StalledSelection(subscribers: configuration.subscribers, percent: configuration.stalledPercent ?? 0)
+            : StalledSelection(subscribers: 0, percent: 0)
     }
 }

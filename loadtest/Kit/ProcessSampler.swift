@@ -48,6 +48,18 @@ public enum ProcFS {
         return nil
     }
 
+    /// Open file descriptors of `pid` (entries of /proc/PID/fd; sockets included), or nil when unreadable.
+    public static func openFiles(pid: Int32) -> Int? {
+        guard let directory = opendir("/proc/\(pid)/fd") else { return nil }
+        defer { closedir(directory) }
+        var count = 0
+        while let entry = readdir(directory) {
+            let name = entry.pointee.d_name.0
+            if name != UInt8(ascii: ".") { count += 1 }  // skips "." and ".." (fd names are digits)
+        }
+        return count
+    }
+
     /// Reads a small /proc file whole.
     public static func read(_ path: String) -> String? {
         let fd = open(path, O_RDONLY)

@@ -68,6 +68,9 @@ struct ProcessMonitor {
     private(set) var selfStart: ProcessSample?
     private(set) var selfEnd: ProcessSample?
     private(set) var serverVanished = false
+    /// With `recordSeries`, every server sample: (monotonic ns, RSS bytes, open file descriptors).
+    var recordSeries = false
+    private(set) var series: [(nanoseconds: UInt64, rss: UInt64, files: Int?)] = []
 
     init(serverPID: Int32?) {
         self.serverPID = serverPID
@@ -80,6 +83,9 @@ struct ProcessMonitor {
             return nil
         }
         self.serverPeakRSS = max(self.serverPeakRSS, sample.rssBytes)
+        if self.recordSeries {
+            self.series.append((sample.nanoseconds, sample.rssBytes, ProcFS.openFiles(pid: pid)))
+        }
         return sample
     }
 
@@ -105,9 +111,22 @@ struct ProcessMonitor {
         return ProcessSample.cpuPercent(from: start, to: end, ticksPerSecond: ProcFS.ticksPerSecond)
     }
 
-    func server(connections: Int?) -> LoadtestResult.Server? {
+    /// The server figures; with `recordSeries`, also the RSS and open-files series, time in seconds since
+    /// `seriesOrigin` (monotonic ns).
+    func server(connections: Int?, seriesOrigin: UInt64? = nil) -> LoadtestResult.Server? {
         guard self.serverPID != nil else { return nil }
         var server = LoadtestResult.Server()
+        if self.recordSeries {
+            let origin = seriesOrigin ?? self.series.first?.nanoseconds ?? 0
+            func seconds(_ nanoseconds: UInt64) -> Double {
+                let signed = Double(Int64(bitPattern: nanoseconds &- origin)) / 1e9
+                return (signed * 1000).rounded() / 1000
+            }
+            server.rssSeries = self.series.map { LoadtestResult.SeriesPoint(t: seconds($0.nanoseconds), value: $0.rss) }
+            server.openFilesSeries = self.series.compactMap { sample in
+                sample.files.map { LoadtestResult.SeriesPoint(t: seconds(sample.nanoseconds), value: UInt64($0)) }
+            }
+        }
         if let start = self.serverStart, let end = self.serverEnd {
             server.cpuPercent = ProcessSample.cpuPercent(from: start, to: end, ticksPerSecond: ProcFS.ticksPerSecond)
         }

@@ -35,6 +35,9 @@ struct StarlingLoadtest: AsyncParsableCommand {
     @Option(help: "fanout: publishers.") var publishers = 1
     @Option(help: "fanout: topics.") var topics = 1
     @Option(help: "fanout: subscribers per topic.") var subscribers = 100
+    @Option(name: .customLong("stalled-percent"), help: ArgumentHelp(
+        "fanout: this % of each topic's subscribers stop reading once subscribed (default 0). Given (even 0), the result adds `stalled` and the server's RSS series."))
+    var stalledPercent: Double?
     @Option(help: "rooms: rooms.") var rooms = 10
     @Option(help: "rooms: members per room.") var members = 10
     @Option(help: "queue: producers.") var producers = 1
@@ -98,6 +101,7 @@ struct StarlingLoadtest: AsyncParsableCommand {
         configuration.rate = self.rate ?? self.defaultRate(scenario)
         configuration.connections = self.connections
         configuration.inFlightPerSubscription = self.inFlight
+        configuration.stalledPercent = self.stalledPercent
         configuration.heartbeatMilliseconds = self.heartbeat
         configuration.holdSeconds = self.hold
         configuration.workers = self.workers
