@@ -45,6 +45,12 @@ struct AuthenticationTests {
         }
     }
 
+    @Test("ERROR messages quote a client's control characters as \\xNN")
+    func printableErrors() {
+        #expect(STOMPConnection.printable("'/topic/a\u{0}' bad\u{1B}[2J") == "'/topic/a\\x00' bad\\x1B[2J")
+        #expect(STOMPConnection.printable("plain é") == "plain é")
+    }
+
     @Test("Failed logins are limited per address within a window")
     func failedLoginLimiter() {
         let limiter = FailedLoginLimiter(limit: 3, windowSeconds: 60)
@@ -164,5 +170,9 @@ struct JWTTests {
         #expect(throws: JWTVerifier.Failure.malformed) { try self.verifier().verify("a.b") }
         #expect(throws: JWTVerifier.Failure.wrongAudience) { try self.verifier(audience: "starling").verify(Self.example) }
         #expect(JWTVerifier.looksLikeToken(Self.example) && !JWTVerifier.looksLikeToken("s3cret"))
+        // {"sub":"x","exp":"1"} signed with the secret: a string exp is not a NumericDate.
+        #expect(throws: JWTVerifier.Failure.malformed) {
+            try self.verifier().verify("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ4IiwiZXhwIjoiMSJ9.kes_9alRP6c6DMqLKWz_djrFsYoHM4HbrxDcxgf_iGQ")
+        }
     }
 }

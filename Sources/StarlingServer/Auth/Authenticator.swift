@@ -69,11 +69,14 @@ final class UsersFileAuthenticator: Authenticator {
     private let verified = NIOLockedValueBox<Set<Data>>([])
     private let digestKey: [UInt8]
     private static let maxRemembered = 100_000
-    private static let decoy = PasswordHash.make(password: "decoy", iterations: PasswordHash.defaultIterations)
+    /// Checked for unknown users, so that they cost what a known one costs: as many iterations as the file's
+    /// costliest entry.
+    private let decoy: PasswordHash
 
     init(users: [String: (hash: PasswordHash, roles: [String])], allowsAnonymous: Bool) {
         self.users = users
         self.allowsAnonymous = allowsAnonymous
+        self.decoy = PasswordHash.make(password: "decoy", iterations: users.values.map(\.hash.iterations).max() ?? PasswordHash.defaultIterations)
         var key = [UInt8](repeating: 0, count: 32)
         precondition(RAND_bytes(&key, Int32(key.count)) == 1, "RAND_bytes failed")
         self.digestKey = key
@@ -115,7 +118,7 @@ final class UsersFileAuthenticator: Authenticator {
         let passcode = passcode ?? ""
         let digest = self.digest(login, passcode)
         guard let user = self.users[login] else {
-            _ = Self.decoy.matches(passcode)
+            _ = self.decoy.matches(passcode)
             return nil
         }
         if self.verified.withLockedValue({ $0.contains(digest) }) { return AuthenticatedUser(name: login, roles: user.roles) }

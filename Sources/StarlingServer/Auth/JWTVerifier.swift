@@ -106,6 +106,10 @@ final class JWTVerifier: @unchecked Sendable {
             throw .unsupportedAlgorithm(algorithm)  // "none" included
         }
         let leeway = self.settings.leewaySeconds
+        // RFC 7519 §4.1.4-5: NumericDate, a JSON number; anything else there is not a token we accept.
+        for name in ["exp", "nbf"] where claims[name] != nil {
+            guard !(claims[name] is String), !(claims[name] is Bool), claims[name] is NSNumber else { throw .malformed }
+        }
         let expires = (claims["exp"] as? NSNumber)?.doubleValue
         if let expires, now > expires + leeway { throw .expired }
         if let notBefore = (claims["nbf"] as? NSNumber)?.doubleValue, now + leeway < notBefore { throw .notYetValid }

@@ -40,6 +40,13 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
+    /// A request the HTTP parser refused: NIO's error handler before us has answered 400 (`Connection: close`); the
+    /// connection ends here instead of idling until the read timeout.
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // Only the parser's errors: a refused WebSocket upgrade arrives here too, and is answered by `respond`.
+        if error is HTTPParserError { context.close(promise: nil) }
+    }
+
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read {
             context.close(promise: nil)

@@ -196,6 +196,21 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
         }
     }
 
+    /// `text` with control characters (a client's NUL or escape sequence quoted in an ERROR) written as `\xNN`, so
+    /// they neither end the frame early nor reach the client's terminal or logs.
+    static func printable(_ text: String) -> String {
+        guard text.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else { return text }
+        var result = ""
+        for scalar in text.unicodeScalars {
+            if scalar.value < 0x20 || scalar.value == 0x7F {
+                result += "\\x" + String(format: "%02X", scalar.value)
+            } else {
+                result.unicodeScalars.append(scalar)
+            }
+        }
+        return result
+    }
+
     /// The session starts: CONNECTED, heart-beats, and the login naming the user.
     private func connected(_ frame: STOMPFrame, heartbeat: SessionStateMachine.NegotiatedHeartbeat, login: String?, clientID: String?) {
         self.connectDeadline = nil
@@ -210,7 +225,7 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
     func fail(_ message: String, receiptID: String?, detail: String?, extraHeaders: [(String, String)] = []) {
         var headers: STOMPHeaders = [:]
         for (name, value) in extraHeaders { headers.add(name, value) }
-        headers.add("message", message)
+        headers.add("message", Self.printable(message))
         if let receiptID { headers.add("receipt-id", receiptID) }
         var body = ByteBuffer()
         if let detail {
