@@ -1,22 +1,33 @@
-"""Slow-consumer policies and rate caps (issue 8, second part).
+"""Slow-consumer policies and rate caps (issue 8, second part; docs/slow-consumers.md).
 
 A `[[policy]]` table for `/topic/` patterns says what happens to a subscriber that cannot keep up
 (`slow-consumer = "disconnect" | "conflate" | "drop-oldest"`, with `max-pending-messages` for drop-oldest) and caps
-how often it gets updates (`max-rate`, and the SUBSCRIBE header `x-max-rate`, the lower of the two applies). Queues
+how often it gets updates (`max-rate`, and the SUBSCRIBE header `x-max-rate`; the lower of the two applies). Queues
 simply stop dispatching to a slow consumer. Nothing a slow subscriber does slows the publisher or the other
 subscribers.
 
-The tests use real sockets: a "stalled" subscriber is a plain TCP STOMP client with a small receive buffer that
-stops reading after its SUBSCRIBE's RECEIPT, so the server's socket buffers for it fill up; the reading clients read
-on a background thread (``Reader``) so they are never the slow ones. Nothing sleeps to wait for a condition: every
-wait has a deadline; the only sleeps pace the rate-cap publishers.
+Covered here: conflate (per destination and x-key, per subscription, O(keys) server memory, the last value of every
+key arrives, order of keys), drop-oldest (x-dropped accounts exactly for every gap), disconnect (explicit and by
+default, lossless within the budget, ERROR "slow consumer"), the max-pending-bytes cap in every mode, the same over
+WebSocket (with and without permessage-deflate, close 1008), UNSUBSCRIBE discarding what was held, x-max-rate and
+policy max-rate (caps, the lower wins, the newest value arrives, bad and tiny values, where the header is allowed),
+config errors, queues, and last-value snapshots with conflation and rate caps (also for a client already slow).
+
+The tests use real sockets: a "stalled" subscriber is a plain TCP (or WebSocket) STOMP client with a small receive
+buffer that stops reading after its SUBSCRIBE's RECEIPT, so the server's socket buffers for it fill up; the reading
+clients read on a background thread (``Reader``) and the bulk publisher stays at most two messages ahead of one of
+them, so they are never the slow ones. Nothing sleeps to wait for a condition: every wait has a deadline; the only
+sleeps pace the rate-cap publishers.
 """
 
 from __future__ import annotations
 
+import base64
+import os
 import socket
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -26,7 +37,6 @@ from e2e_helpers import (
     Frame,
     RawStompBase,
     RawTcpStomp,
-    RawWs,
     ServerStartError,
     StarlingServer,
     uid,
@@ -40,6 +50,7 @@ from e2e_helpers import (
 
 BIG_BODY = 40_000  # bytes per message in the bulk tests: 500 of them are 20 MB, far beyond the socket buffers
 BIG_COUNT = 500
+BULK_COUNT = 300  # 12 MB: enough to pass max-pending-bytes (4 MiB) beyond the socket buffers (about 3 MB)
 
 
 def config_args(tmp_path: Path, text: str, name: str = "policies.toml") -> list[str]:
@@ -98,10 +109,12 @@ class StalledTcpStomp(RawTcpStomp):
 
 
 class WsStomp(RawStompBase):
-    """STOMP over a hand-made WebSocket (plain socket, no compression), optionally with a small SO_RCVBUF set before
-    connecting, for a stalled WebSocket subscriber. ``close_code`` is the server's close frame's code, if one came."""
+    """STOMP over a hand-made WebSocket client on a plain socket (optionally with a small SO_RCVBUF set before
+    connecting, for a stalled WebSocket subscriber; optionally offering permessage-deflate, whose compressed
+    messages it inflates). ``close_code`` is the code of the server's close frame, if one came."""
 
-    def __init__(self, port: int, rcvbuf: int | None = None, path: str = "/ws", timeout: float = 5.0):
+    def __init__(self, port: int, rcvbuf: int | None = None, deflate: bool = False, path: str = "/ws",
+                 timeout: float = 5.0):
         super().__init__()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf:
@@ -109,7 +122,8 @@ class WsStomp(RawStompBase):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.settimeout(timeout)
         sock.connect(("127.0.0.1", port))
-        sock.sendall(ws_handshake_request(path, protocols="v12.stomp"))
+        extra = "Sec-WebSocket-Extensions: permessage-deflate\r\n" if deflate else ""
+        sock.sendall(ws_handshake_request(path, protocols="v12.stomp", extra=extra))
         head = b""
         while b"\r\n\r\n" not in head:
             chunk = sock.recv(4096)
@@ -117,33 +131,96 @@ class WsStomp(RawStompBase):
             head += chunk
         head, rest = head.split(b"\r\n\r\n", 1)
         assert head.split(b" ", 2)[1] == b"101", head
-        self.ws = RawWs.__new__(RawWs)  # RawWs's frame reader over this socket
-        self.ws.sock, self.ws.buf, self.ws.headers = sock, bytearray(rest), {}
+        extensions = [line.split(b":", 1)[1].strip().decode() for line in head.split(b"\r\n")[1:]
+                      if line.lower().startswith(b"sec-websocket-extensions:")]
+        self.deflate = any("permessage-deflate" in e for e in extensions)
+        assert self.deflate == deflate, f"permessage-deflate offered: {deflate}, negotiated: {extensions}"
+        self.no_context_takeover = any("server_no_context_takeover" in e for e in extensions)
+        self._inflater = zlib.decompressobj(-15)
+        self.sock = sock
+        self.buf = bytearray(rest)
+        self._message: bytearray | None = None
+        self._compressed = False
         self.close_code: int | None = None
 
+    def _frame(self, deadline: float):
+        """The next WebSocket frame as (fin, rsv1, opcode, payload); None when the TCP connection closed; raises
+        TimeoutError at the deadline (keeping what was read)."""
+        def fill(n: int) -> bool:
+            while len(self.buf) < n:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError()
+                self.sock.settimeout(remaining)
+                try:
+                    chunk = self.sock.recv(65536)
+                except socket.timeout:
+                    raise TimeoutError() from None
+                except OSError:
+                    return False
+                if not chunk:
+                    return False
+                self.buf += chunk
+            return True
+
+        if not fill(2):
+            return None
+        b0, b1 = self.buf[0], self.buf[1]
+        n, off = b1 & 0x7F, 2
+        if n == 126:
+            if not fill(4):
+                return None
+            n, off = int.from_bytes(self.buf[2:4], "big"), 4
+        elif n == 127:
+            if not fill(10):
+                return None
+            n, off = int.from_bytes(self.buf[2:10], "big"), 10
+        assert not b1 & 0x80, "the server masked a frame"
+        if not fill(off + n):
+            return None
+        payload = bytes(self.buf[off:off + n])
+        del self.buf[:off + n]
+        return bool(b0 & 0x80), bool(b0 & 0x40), b0 & 0x0F, payload
+
     def _read(self, timeout: float):
-        try:
-            frame = self.ws.recv_frame(max(timeout, 0.001))
-        except TimeoutError:
-            return None
-        except OSError:
-            return b""
-        if frame is None:
-            return b""
-        op, payload = frame
-        if op == 0x8:
-            self.close_code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
-            return b""
-        if op == 0x9:
-            self.ws.send(ws_frame(0xA, payload))
-            return None
-        return payload if op in (0x0, 0x1, 0x2) else None
+        deadline = time.monotonic() + max(timeout, 0.001)
+        while True:
+            try:
+                frame = self._frame(deadline)
+            except TimeoutError:
+                return None
+            if frame is None:
+                return b""
+            fin, rsv1, op, payload = frame
+            if op == 0x8:
+                self.close_code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
+                return b""
+            if op == 0x9:
+                self.sock.sendall(ws_frame(0xA, payload))
+                continue
+            if op == 0xA:
+                continue
+            if op in (0x1, 0x2):
+                self._message, self._compressed = bytearray(payload), rsv1
+            else:
+                assert self._message is not None, "a continuation frame without a message"
+                self._message += payload
+            if not fin:
+                continue
+            data, self._message = bytes(self._message), None
+            if self._compressed:
+                inflater = zlib.decompressobj(-15) if self.no_context_takeover else self._inflater
+                data = inflater.decompress(data + b"\x00\x00\xff\xff")
+            return data
 
     def send_raw(self, data: bytes) -> None:
-        self.ws.send(ws_frame(0x1, data))
+        self.sock.sendall(ws_frame(0x1, data))
 
     def close(self) -> None:
-        self.ws.close()
+        try:
+            self.sock.close()
+        except OSError:
+            pass
 
 
 class Reader:
@@ -317,7 +394,8 @@ def publish_bulk(pub: RawTcpStomp, destination: str | None, count: int, body_siz
     ``keys`` (or cycling over ``routes``: (destination, x-key or None)). With ``follow`` (a subscriber reading all of
     them), the publisher stays at most ``window`` messages ahead of it, so that reader (Python, slower than the
     server) never becomes a slow consumer itself; the stalled ones fall behind all the same."""
-    body = b"x" * body_size
+    # Random base64 text: it stays big under permessage-deflate (about 3/4 of its size) and is valid UTF-8.
+    body = base64.b64encode(os.urandom(body_size))[:body_size]
     if routes is None:
         routes = [(destination, k) for k in keys] if keys else [(destination, None)]
     for i in range(count):
@@ -360,15 +438,17 @@ def close_all(*clients) -> None:
 
 
 def test_conflate_keeps_the_latest_value_per_key_for_a_stalled_subscriber(own_server, tmp_path):
-    """On a `slow-consumer = "conflate"` topic tree, a TCP subscriber (wildcard) that stops reading while 20 MB are
-    published, to 6 x-keys of one topic and to 2 topics without x-key, stays connected and costs the server O(keys)
-    memory (RSS grows far less than the bytes published); a reading subscriber with the same subscription gets every
-    message in order. When the stalled one reads again it gets, after what its socket buffers already held, the last
-    message of every key (x-keys of one topic kept apart, topics without x-key kept apart), each key's x-seq
-    increasing."""
+    """On a `slow-consumer = "conflate"` topic tree, a TCP subscriber (wildcard, plus an exact subscription on the
+    same connection) stops reading while 20 MB are published: to 6 x-keys of one topic, to a topic without x-key and
+    to a topic reusing one of the x-keys. It stays connected and costs the server O(keys) memory (RSS grows far less
+    than the bytes published); a reading subscriber with the same subscription gets every message in order. When the
+    stalled one reads again each subscription gets, after what the socket buffers already held, the last message of
+    every key (x-keys of one topic kept apart, the same x-key in two topics kept apart), each key's x-seq increasing,
+    the keys in the order they became pending; then it is back to normal."""
     srv = own_server(config_args(tmp_path, '[[policy]]\nmatch = "/topic/cfl.#"\nslow-consumer = "conflate"\n'))
     base = f"/topic/cfl.{uid()}"
-    routes = [(f"{base}.keyed", f"k{i}") for i in range(6)] + [(f"{base}.plain1", None), (f"{base}.plain2", None)]
+    # 6 x-keys in one topic; a topic without x-key; another topic using x-key k0 too (kept apart from the first's)
+    routes = [(f"{base}.keyed", f"k{i}") for i in range(6)] + [(f"{base}.plain", None), (f"{base}.other", "k0")]
     last_of = {r: max(i for i in range(BIG_COUNT) if i % len(routes) == n) for n, r in enumerate(routes)}
 
     stalled = connect(srv, StalledTcpStomp)
@@ -416,7 +496,7 @@ def test_conflate_keeps_the_latest_value_per_key_for_a_stalled_subscriber(own_se
             check_first_pending_order([seq(f) for f in got], routes, expected, sub_id)
         # Still connected and served, and no longer slow.
         stalled_reader.roundtrip()
-        check_back_to_normal(pub, stalled_reader, f"{base}.plain1", "s")
+        check_back_to_normal(pub, stalled_reader, f"{base}.plain", "s")
     finally:
         close_all(pub, reader, stalled_reader or stalled)
 
@@ -517,20 +597,54 @@ def test_disconnect_policy_closes_the_stalled_subscriber(own_server, tmp_path, k
     pub = publisher(srv)
     stalled_reader = None
     try:
-        publish_bulk(pub, topic, BIG_COUNT, BIG_BODY, keys, follow=reader)
+        publish_bulk(pub, topic, BULK_COUNT, BIG_BODY, keys, follow=reader)
         finish_publishing(pub)
-        reader.wait_for(lambda: reader.message_count >= BIG_COUNT, 30, f"the reading subscriber's {BIG_COUNT} messages")
-        assert [seq(f) for f in reader.messages()] == list(range(BIG_COUNT))
+        reader.wait_for(lambda: reader.message_count >= BULK_COUNT, 30,
+                        f"the reading subscriber's {BULK_COUNT} messages")
+        assert [seq(f) for f in reader.messages()] == list(range(BULK_COUNT))
 
         stalled_reader = Reader(stalled)
         stalled_reader.wait_for(lambda: stalled_reader.closed, 30, "the stalled subscriber's connection to close",
                                 stop_on_close=False)
         assert stalled_reader.failure is None, stalled_reader.failure
         got = [seq(f) for f in stalled_reader.messages()]
-        assert len(got) < BIG_COUNT, "the stalled subscriber was not cut off"
+        assert len(got) < BULK_COUNT, "the stalled subscriber was not cut off"
         assert got == list(range(len(got))), f"held messages not an in-order prefix: {got[:5]}...{got[-5:]}"
         for frame in stalled_reader.errors():
             assert "slow consumer" in frame.headers.get("message", ""), frame
+    finally:
+        close_all(pub, reader, stalled_reader or stalled)
+
+
+def test_disconnect_policy_within_budget_loses_nothing(own_server, tmp_path):
+    """Under `disconnect`, a stalled subscriber whose held messages stay under max-pending-bytes (4.5 MB published:
+    part sits in the socket buffers, the rest, under 4 MiB, in the server) loses nothing: when it reads again it gets
+    every message in order, then the RECEIPT of a SEND it made while stalled (RECEIPTs wait in order behind held
+    messages), and it is still connected."""
+    srv = own_server(config_args(tmp_path, '[[policy]]\nmatch = "/topic/dis.#"\nslow-consumer = "disconnect"\n'))
+    topic = f"/topic/dis.{uid()}"
+    count = 112  # x 40 KB = 4.5 MB
+
+    stalled = connect(srv, StalledTcpStomp)
+    subscribe_now(stalled, topic)
+    reader = Reader(connect(srv))
+    subscribe_reading(reader, topic)
+    pub = publisher(srv)
+    stalled_reader = None
+    try:
+        publish_bulk(pub, topic, count, BIG_BODY, ["a", "b"], follow=reader)
+        finish_publishing(pub)
+        reader.wait_for(lambda: reader.message_count >= count, 30, f"the reading subscriber's {count} messages")
+        stalled.send_frame("SEND", [("destination", f"/topic/{uid()}"), ("receipt", "while-stalled")], b"x")
+        stalled_reader = Reader(stalled)
+        stalled_reader.wait_receipt("while-stalled", 30)
+        assert not stalled_reader.errors(), stalled_reader.errors()
+        frames = [f for _, f in stalled_reader.frames]
+        got = [seq(f) for f in frames if f.command == "MESSAGE"]
+        assert got == list(range(count)), f"got {len(got)} of {count}: {got[:3]}...{got[-3:]}"
+        assert frames[-1].command == "RECEIPT", \
+            f"the RECEIPT overtook held messages: {[f.command for f in frames][-5:]}"
+        stalled_reader.roundtrip()
     finally:
         close_all(pub, reader, stalled_reader or stalled)
 
@@ -552,44 +666,53 @@ def test_over_max_pending_bytes_disconnects_in_any_mode(own_server, tmp_path, po
     pub = publisher(srv)
     stalled_reader = None
     try:
-        publish_bulk(pub, topic, BIG_COUNT, BIG_BODY, keys, follow=reader)
+        publish_bulk(pub, topic, BULK_COUNT, BIG_BODY, keys, follow=reader)
         finish_publishing(pub)
-        reader.wait_for(lambda: reader.message_count >= BIG_COUNT, 30, f"the reading subscriber's {BIG_COUNT} messages")
-        assert [seq(f) for f in reader.messages()] == list(range(BIG_COUNT))
+        reader.wait_for(lambda: reader.message_count >= BULK_COUNT, 30,
+                        f"the reading subscriber's {BULK_COUNT} messages")
+        assert [seq(f) for f in reader.messages()] == list(range(BULK_COUNT))
 
         stalled_reader = Reader(stalled)
         stalled_reader.wait_for(lambda: stalled_reader.closed, 20, "the stalled subscriber's connection to close",
                                 stop_on_close=False)
         assert stalled_reader.failure is None, stalled_reader.failure
-        assert stalled_reader.message_count < BIG_COUNT
+        assert stalled_reader.message_count < BULK_COUNT
         for frame in stalled_reader.errors():
             assert "slow consumer" in frame.headers.get("message", ""), frame
     finally:
         close_all(pub, reader, stalled_reader or stalled)
 
 
-@pytest.mark.parametrize("policy", ["conflate", "disconnect"])
-def test_stalled_websocket_subscriber(own_server, tmp_path, policy):
-    """The same over WebSocket: a stalled WebSocket subscriber on a conflate topic stays connected and then gets the
-    last value of every key; on a disconnect topic it is closed (close code 1008 if the close frame arrives at all,
-    after an ERROR saying "slow consumer" if that does). A TCP reader gets everything either way."""
-    srv = own_server(config_args(tmp_path, '[[policy]]\nmatch = "/topic/conflate.#"\nslow-consumer = "conflate"\n\n'
-                                           '[[policy]]\nmatch = "/topic/disconnect.#"\nslow-consumer = "disconnect"\n'))
+@pytest.mark.parametrize("policy,deflate", [("conflate", "off"), ("conflate", "deflate"), ("conflate", "takeover"),
+                                            ("disconnect", "off"), ("disconnect", "deflate")])
+def test_stalled_websocket_subscriber(own_server, tmp_path, policy, deflate):
+    """The same over WebSocket (plain, permessage-deflate, and deflate with the server keeping its compression
+    context: held messages must be compressed when written, in write order): a stalled WebSocket subscriber on a
+    conflate topic stays connected and then gets the last value of every key; on a disconnect topic it is closed
+    (close code 1008 if the close frame arrives at all, after an ERROR saying "slow consumer" if that does). A TCP
+    reader gets everything either way."""
+    takeover = 'deflate-context-takeover = "on"\n\n' if deflate == "takeover" else ""
+    srv = own_server(config_args(
+        tmp_path, takeover + '[[policy]]\nmatch = "/topic/conflate.#"\nslow-consumer = "conflate"\n\n'
+                             '[[policy]]\nmatch = "/topic/disconnect.#"\nslow-consumer = "disconnect"\n'))
     topic = f"/topic/{policy}.{uid()}"
     keys = [f"k{i}" for i in range(8)]
-    last_of_key = {k: max(i for i in range(BIG_COUNT) if i % len(keys) == n) for n, k in enumerate(keys)}
+    last_of_key = {k: max(i for i in range(BULK_COUNT) if i % len(keys) == n) for n, k in enumerate(keys)}
 
-    stalled = connect(srv, WsStomp, rcvbuf=4096)
+    stalled = connect(srv, WsStomp, rcvbuf=4096, deflate=deflate != "off")
+    if deflate != "off":
+        assert stalled.no_context_takeover == (deflate == "deflate"), "server_no_context_takeover not as configured"
     subscribe_now(stalled, topic)
     reader = Reader(connect(srv))
     subscribe_reading(reader, topic)
     pub = publisher(srv)
     stalled_reader = None
     try:
-        publish_bulk(pub, topic, BIG_COUNT, BIG_BODY, keys, follow=reader)
+        publish_bulk(pub, topic, BULK_COUNT, BIG_BODY, keys, follow=reader)
         finish_publishing(pub)
-        reader.wait_for(lambda: reader.message_count >= BIG_COUNT, 30, f"the reading subscriber's {BIG_COUNT} messages")
-        assert [seq(f) for f in reader.messages()] == list(range(BIG_COUNT))
+        reader.wait_for(lambda: reader.message_count >= BULK_COUNT, 30,
+                        f"the reading subscriber's {BULK_COUNT} messages")
+        assert [seq(f) for f in reader.messages()] == list(range(BULK_COUNT))
 
         stalled_reader = Reader(stalled)
         if policy == "conflate":
@@ -600,14 +723,14 @@ def test_stalled_websocket_subscriber(own_server, tmp_path, policy):
             assert not stalled_reader.errors(), stalled_reader.errors()
             for k, seqs in per_key(stalled_reader.messages()).items():
                 assert seqs == sorted(set(seqs)), f"key {k}: x-seq not strictly increasing: {seqs}"
-            assert stalled_reader.message_count < BIG_COUNT
+            assert stalled_reader.message_count < BULK_COUNT
             stalled_reader.roundtrip()
         else:
             stalled_reader.wait_for(lambda: stalled_reader.closed, 30, "the stalled WebSocket subscriber to be closed",
                                     stop_on_close=False)
             assert stalled_reader.failure is None, stalled_reader.failure
             got = [seq(f) for f in stalled_reader.messages()]
-            assert len(got) < BIG_COUNT and got == list(range(len(got)))
+            assert len(got) < BULK_COUNT and got == list(range(len(got)))
             for frame in stalled_reader.errors():
                 assert "slow consumer" in frame.headers.get("message", ""), frame
             assert stalled.close_code in (None, 1008), f"WebSocket close code {stalled.close_code}, expected 1008"
@@ -641,7 +764,7 @@ def test_unsubscribe_discards_what_a_stalled_subscription_held(own_server, tmp_p
     pub = publisher(srv)
     stalled_reader = None
     try:
-        publish_bulk(pub, topic, BIG_COUNT, BIG_BODY, [f"k{i}" for i in range(8)], follow=reader)
+        publish_bulk(pub, topic, BULK_COUNT, BIG_BODY, [f"k{i}" for i in range(8)], follow=reader)
         finish_publishing(pub)
         stalled.send_frame("UNSUBSCRIBE", [("id", "s"), ("receipt", "unsub")])
         stalled.send_frame("SUBSCRIBE", [("id", "s"), ("destination", other), ("receipt", "resub")])
@@ -950,14 +1073,25 @@ CONFIG_CASES = {
                           '[[policy]]\nmatch = "/topic/t.#"\nmax-rate = 5\n'),
     "text-max-rate": ('[[policy]]\nmatch = "/topic/t.#"\nmax-rate = "fast"\n', "max-rate",
                       '[[policy]]\nmatch = "/topic/t.#"\nmax-rate = 0\n'),
+    "text-max-pending-messages": ('[[policy]]\nmatch = "/topic/t.#"\nslow-consumer = "drop-oldest"\n'
+                                  'max-pending-messages = "many"\n', "max-pending-messages",
+                                  '[[policy]]\nmatch = "/topic/t.#"\nslow-consumer = "drop-oldest"\n'
+                                  'max-pending-messages = 200\n'),
+    "negative-max-pending-messages": ('[[policy]]\nmatch = "/topic/t.#"\nslow-consumer = "drop-oldest"\n'
+                                      'max-pending-messages = -5\n', "max-pending-messages",
+                                      '[[policy]]\nmatch = "/topic/t.#"\nslow-consumer = "drop-oldest"\n'
+                                      'max-pending-messages = 5\n'),
+    "misspelt-key": ('[[policy]]\nmatch = "/topic/t.#"\nslow-consumers = "conflate"\n', "slow-consumers",
+                     '[[policy]]\nmatch = "/topic/t.#"\nslow-consumer = "conflate"\n'),
 }
 
 
 @pytest.mark.parametrize("case", sorted(CONFIG_CASES))
 def test_bad_policy_is_an_error_at_start(tmp_path, case):
-    """A wrong slow-consumer or max-rate in a [[policy]] table: the server refuses to start, naming the key; the
-    same table with a valid value starts."""
-    bad, key, good = CONFIG_CASES[case]
+    """A wrong slow-consumer, max-rate or max-pending-messages in a [[policy]] table (or a misspelt key): the server
+    refuses to start, naming the key. (test_valid_policy_variants_start checks that the same tables with valid values
+    start.)"""
+    bad, key, _ = CONFIG_CASES[case]
     srv = StarlingServer(tmp_path / "bad", config_args(tmp_path, bad, "bad.toml"))
     try:
         with pytest.raises(ServerStartError) as failure:
@@ -966,11 +1100,16 @@ def test_bad_policy_is_an_error_at_start(tmp_path, case):
         srv.stop()
     assert key in str(failure.value), str(failure.value)
 
+
+def test_valid_policy_variants_start(tmp_path):
+    """The valid variants of CONFIG_CASES, all in one file (first match wins, so repeated patterns are fine): the
+    server starts, so each bad case is refused for its value, not for its key or table."""
+    good = "\n".join(CONFIG_CASES[case][2] for case in sorted(CONFIG_CASES))
     srv = StarlingServer(tmp_path / "good", config_args(tmp_path, good, "good.toml"))
     try:
         srv.start()
     except ServerStartError as e:
-        pytest.fail(f"the valid variant did not start:\n{good}\n{e}", pytrace=False)
+        pytest.fail(f"the valid variants did not start:\n{good}\n{e}", pytrace=False)
     finally:
         srv.stop()
 
