@@ -32,7 +32,7 @@ extension ServerConfiguration {
         ("max-subscriptions", "subscriptions per connection (default 1024)"),
         ("max-frame-rate", "frames per second one connection may send (a token bucket of one second's worth; past it reading pauses) (default 50000, 0 = unlimited)"),
         ("max-connections", "open client connections (TCP and WebSocket) the server accepts at most (default 100000)"),
-        ("max-connections-per-ip", "open client connections from one IP address at most (default 10000)"),
+        ("max-connections-per-ip", "open client connections from one IP address at most (default 50000; behind a reverse proxy every client has its address)"),
         ("allowed-origins", "comma-separated Origins browsers may open WebSockets from, e.g. https://chat.example.com (default any)"),
         ("max-pending-bytes", "outbound bytes queued for a client before it is disconnected as slow (default 4194304)"),
         ("heartbeat-send-ms", "fastest server heart-beat in ms (default 10000; 0 = never)"),

@@ -68,7 +68,7 @@ public struct ServerConfiguration: Sendable {
         public var maxConnections = 100_000
         /// Frames per second one connection may send; 0 = unlimited.
         public var maxFrameRate = 50_000
-        public var maxConnectionsPerAddress = 10_000
+        public var maxConnectionsPerAddress = 50_000
         public init() {}
     }
 
