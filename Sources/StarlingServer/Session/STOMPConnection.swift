@@ -83,13 +83,13 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
     // Timers, driven by the loop's `ConnectionClock`. Outbound heart-beats: a flag set on every write and
     // checked every half interval, so the delivery path never reads a clock. Inbound: the time of the last read
     // (one clock read per socket read, only when the client heart-beats).
-    private let clock: ConnectionClock
-    private var connectDeadline: NIODeadline?
+    let clock: ConnectionClock
+    var connectDeadline: NIODeadline?
     var wroteSinceTick = false
-    private var sendPeriod: TimeAmount?
-    private var nextSendCheck = NIODeadline.uptimeNanoseconds(0)
-    private var receiveTimeout: TimeAmount?
-    private var lastRead = NIODeadline.uptimeNanoseconds(0)
+    var sendPeriod: TimeAmount?
+    var nextSendCheck = NIODeadline.uptimeNanoseconds(0)
+    var receiveTimeout: TimeAmount?
+    var lastRead = NIODeadline.uptimeNanoseconds(0)
 
     var needsFlush = false
     var sessionID: String { self.settings.session.sessionID }
@@ -358,7 +358,7 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
         self.scheduleFlush()
     }
 
-    private func scheduleFlush() {
+    func scheduleFlush() {
         self.loop.scheduleFlush(self)
     }
 
@@ -439,49 +439,5 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
         self.queueBox = nil
         self.loop.unregister(self)
         self.transport = nil
-    }
-
-    // MARK: timers
-
-    private func startHeartbeats(_ heartbeat: SessionStateMachine.NegotiatedHeartbeat) {
-        let now = NIODeadline.now()
-        if heartbeat.send > 0 {
-            // Checking every half interval guarantees a byte at least every interval (plus one clock tick).
-            let period = TimeAmount.milliseconds(Int64(max(heartbeat.send / 2, 1)))
-            self.sendPeriod = period
-            self.nextSendCheck = now + period
-        }
-        if heartbeat.receive > 0 {
-            self.receiveTimeout = .milliseconds(Int64(Double(heartbeat.receive) * self.settings.heartbeatGraceFactor))
-            self.lastRead = now
-        }
-    }
-
-    func clockTick(now: NIODeadline) -> Bool {
-        guard !self.closed, let transport = self.transport else { return false }
-        if let deadline = self.connectDeadline {
-            if now >= deadline {
-                self.logger.info("no CONNECT in time", metadata: self.logMetadata)
-                let milliseconds = self.settings.connectTimeout.nanoseconds / 1_000_000
-                self.fail("no CONNECT frame within \(milliseconds) ms", receiptID: nil, detail: nil)
-                return false
-            }
-            return true
-        }
-        if let timeout = self.receiveTimeout, now >= self.lastRead + timeout {
-            self.logger.info("heart-beat timeout", metadata: self.logMetadata)
-            self.close(.heartbeatTimeout)
-            return false
-        }
-        if let box = self.queueBox, !box.state.autoSettles.isEmpty, transport.isWritable { self.settleAutoDeliveries() }
-        if let period = self.sendPeriod, now >= self.nextSendCheck {
-            if !self.wroteSinceTick {
-                transport.writeHeartbeat()
-                self.scheduleFlush()
-            }
-            self.wroteSinceTick = false
-            self.nextSendCheck = now + period
-        }
-        return self.sendPeriod != nil || self.receiveTimeout != nil || !(self.queueBox?.state.autoSettles.isEmpty ?? true)
     }
 }
