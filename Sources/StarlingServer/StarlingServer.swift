@@ -179,8 +179,8 @@ public final class StarlingServer: Service, Sendable {
                         configuration: webSocket,
                         stompPaths: routes.webSocketPaths,
                         echoPath: routes.echoPath
-                    ) { context, upgrade, isEcho in
-                        self.attachWebSocket(context: context, upgrade: upgrade, isEcho: isEcho, configuration: webSocket)
+                    ) { context, upgrade, isEcho, bearer in
+                        self.attachWebSocket(context: context, upgrade: upgrade, isEcho: isEcho, bearer: bearer, configuration: webSocket)
                     }
                     // An HTTP connection that sends nothing for a while is closed; a WebSocket has heart-beats instead.
                     try channel.pipeline.syncOperations.addHandler(
@@ -200,7 +200,7 @@ public final class StarlingServer: Service, Sendable {
     }
 
     private func attachWebSocket(
-        context: ChannelHandlerContext, upgrade: WebSocketUpgrade, isEcho: Bool, configuration: WebSocketConfiguration
+        context: ChannelHandlerContext, upgrade: WebSocketUpgrade, isEcho: Bool, bearer: String?, configuration: WebSocketConfiguration
     ) -> EventLoopFuture<Void> {
         context.eventLoop.makeCompletedFuture {
             let loop = self.broker.loop(for: context.eventLoop)
@@ -224,7 +224,7 @@ public final class StarlingServer: Service, Sendable {
             case "v11.stomp": .v1_1
             default: nil
             }
-            let connection = self.makeConnection(loop: loop, transport: bridge, kind: "ws", maxVersion: maxVersion)
+            let connection = self.makeConnection(loop: loop, transport: bridge, kind: "ws", maxVersion: maxVersion, bearer: bearer)
             bridge.start(webSocket: handler, connection: connection)
             try context.pipeline.syncOperations.addHandler(handler)
         }
@@ -300,13 +300,14 @@ public final class StarlingServer: Service, Sendable {
     static func highWaterMark(_ maxPendingBytes: Int) -> Int { min(64 * 1024, maxPendingBytes) }
 
     private func makeConnection(
-        loop: LoopBroker, transport: any STOMPTransport, kind: String, maxVersion: STOMPVersion? = nil
+        loop: LoopBroker, transport: any STOMPTransport, kind: String, maxVersion: STOMPVersion? = nil, bearer: String? = nil
     ) -> STOMPConnection {
         let number = self.sessionCounter.wrappingIncrementThenLoad(ordering: .relaxed)
         // Copies of one template share their arrays' storage: an idle connection pays only for what differs.
         var settings = self.connectionTemplate
         settings.session.sessionID = "\(self.nodeTag)-\(number)"
         settings.transportName = kind
+        settings.handshakeToken = bearer
         if let maxVersion {
             settings.session.supportedVersions = settings.session.supportedVersions.filter { $0 <= maxVersion }
         }

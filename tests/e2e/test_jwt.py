@@ -132,3 +132,31 @@ def test_refresh_and_expiry(tmp_path, own_server):
     error = client.recv_until("ERROR", 10)
     assert error.headers["message"].startswith("token expired")
     client.wait_closed(5)
+
+
+def test_token_in_the_websocket_handshake(tmp_path, own_server):
+    """Browsers cannot set headers on a WebSocket: the token may come as ?access_token= (or Authorization: Bearer
+    from other clients) with the handshake, and CONNECT then needs no passcode."""
+    from e2e_helpers import RawWsStomp
+
+    config = tmp_path / "c.toml"
+    config.write_text(f'[auth]\njwt-secret = "{SECRET}"\nfailed-login-limit = 100\n')
+    srv = own_server(["--config", str(config)])
+    good = token({"sub": "erin", "exp": int(time.time()) + 600})
+    client = RawWsStomp(srv.ws_url + "?access_token=" + good)
+    client.send_frame("CONNECT", {"accept-version": "1.2", "host": "/"})
+    assert client.recv_frame(10).command == "CONNECTED"
+    client.close()
+    header = RawWsStomp(srv.ws_url, additional_headers={"Authorization": "Bearer " + good})
+    header.send_frame("CONNECT", {"accept-version": "1.2", "host": "/"})
+    assert header.recv_frame(10).command == "CONNECTED"
+    header.close()
+    bad = RawWsStomp(srv.ws_url + "?access_token=" + token({"sub": "erin", "exp": int(time.time()) - 600}))
+    bad.send_frame("CONNECT", {"accept-version": "1.2", "host": "/"})
+    frame = bad.recv_frame(10)
+    assert frame.command == "ERROR" and frame.headers["message"] == "authentication failed: wrong login or passcode"
+    bad.close()
+    plain = RawWsStomp(srv.ws_url)
+    plain.send_frame("CONNECT", {"accept-version": "1.2", "host": "/"})
+    assert plain.recv_frame(10).command == "ERROR", "no token anywhere"
+    plain.close()

@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -16,16 +17,16 @@ final class WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
     private let configuration: WebSocketConfiguration
     private let stompPaths: Set<String>
     private let echoPath: String?
-    /// Called on the channel's event loop once the WebSocket handler is in place.
-    private let attach: (ChannelHandlerContext, WebSocketUpgrade, _ isEcho: Bool) -> EventLoopFuture<Void>
+    /// Called on the channel's event loop once the WebSocket handler is in place, with the handshake's bearer token.
+    private let attach: (ChannelHandlerContext, WebSocketUpgrade, _ isEcho: Bool, _ bearer: String?) -> EventLoopFuture<Void>
     // Set in buildUpgradeResponse and read in upgrade, both on the channel's event loop.
-    private var accepted: (WebSocketUpgrade, isEcho: Bool)?
+    private var accepted: (WebSocketUpgrade, isEcho: Bool, bearer: String?)?
 
     init(
         configuration: WebSocketConfiguration,
         stompPaths: Set<String>,
         echoPath: String?,
-        attach: @escaping (ChannelHandlerContext, WebSocketUpgrade, Bool) -> EventLoopFuture<Void>
+        attach: @escaping (ChannelHandlerContext, WebSocketUpgrade, Bool, String?) -> EventLoopFuture<Void>
     ) {
         self.configuration = configuration
         self.stompPaths = stompPaths
@@ -49,7 +50,7 @@ final class WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
         case .reject:
             return channel.eventLoop.makeFailedFuture(Rejected())
         case .accept(let upgrade):
-            self.accepted = (upgrade, isEcho)
+            self.accepted = (upgrade, isEcho, Self.bearer(upgradeRequest))
             var headers = initialResponseHeaders
             for (name, value) in upgrade.responseHeaders where !headers.contains(name: name) {
                 headers.add(name: name, value: value)
@@ -59,9 +60,21 @@ final class WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
     }
 
     func upgrade(context: ChannelHandlerContext, upgradeRequest: HTTPRequestHead) -> EventLoopFuture<Void> {
-        guard let (upgrade, isEcho) = self.accepted else {
+        guard let (upgrade, isEcho, bearer) = self.accepted else {
             return context.eventLoop.makeFailedFuture(Rejected())
         }
-        return self.attach(context, upgrade, isEcho)
+        return self.attach(context, upgrade, isEcho, bearer)
+    }
+
+    /// A JWT given with the handshake (issue 9): `Authorization: Bearer <token>`, or `?access_token=<token>` since
+    /// browsers cannot set headers on a WebSocket. CONNECT without a passcode uses it.
+    static func bearer(_ request: HTTPRequestHead) -> String? {
+        if let token = SessionStateMachine.bearer(request.headers.first(name: "Authorization")) { return token }
+        guard let query = request.uri.split(separator: "?", maxSplits: 1).dropFirst().first else { return nil }
+        for pair in query.split(separator: "&") where pair.hasPrefix("access_token=") {
+            let value = String(pair.dropFirst("access_token=".count))
+            return value.removingPercentEncoding ?? value
+        }
+        return nil
     }
 }

@@ -24,6 +24,8 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
         var authentication: Authentication?
         /// Set when the configuration has `[[acl]]` tables.
         var access: AccessControl?
+        /// A JWT from the WebSocket handshake, used when CONNECT has no passcode.
+        var handshakeToken: String?
         /// Frames per second a client may send (a token bucket holding one second's worth); 0 = unlimited.
         var maxFrameRate = 0.0
     }
@@ -145,7 +147,7 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
             self.version = version
             self.parser.version = version
             if let authentication = self.settings.authentication {
-                self.authenticate(login: login, passcode: passcode, with: authentication) { user in
+                self.authenticate(login: login, passcode: passcode ?? self.settings.handshakeToken, with: authentication) { user in
                     self.roles = user.roles
                     self.expire(at: user.expires)
                     self.connected(frame, heartbeat: heartbeat, login: user.name.isEmpty ? nil : user.name, clientID: clientID)
