@@ -34,11 +34,15 @@ extension STOMPConnection {
                 return
             }
             start(user)
-            if var held = self.heldInput {
-                self.heldInput = nil
-                self.received(&held)
-            }
+            self.resumeHeldInput()
         }
+    }
+
+    /// Goes on with the input held while authenticating or throttled.
+    private func resumeHeldInput() {
+        guard var held = self.heldInput else { return }
+        self.heldInput = nil
+        self.received(&held)
     }
 
     /// Keeps what arrived during authentication for when it ends.
@@ -126,10 +130,7 @@ extension STOMPConnection {
             guard !self.closed else { return }
             self.throttled = false
             self.transport?.setReading(true)
-            if var held = self.heldInput {
-                self.heldInput = nil
-                self.received(&held)
-            }
+            self.resumeHeldInput()
         }
         return true
     }

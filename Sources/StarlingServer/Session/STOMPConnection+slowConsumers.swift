@@ -27,13 +27,18 @@ extension STOMPConnection {
                     }
                 }
             }
-            if let backlog = self.backlog {
-                backlog.hold(message, for: subscription, policy: message.delivery)
-            } else {
-                self.write(message, to: subscription, marks: nil)
-            }
+            self.writeOrHold(message, to: subscription)
         }
         self.checkBacklogBudget()
+    }
+
+    /// A live delivery: written, or while the client is slow held per its destination's policy.
+    private func writeOrHold(_ message: BrokerMessage, to subscription: TopicSubscription) {
+        if let backlog = self.backlog {
+            backlog.hold(message, for: subscription, policy: message.delivery)
+        } else {
+            self.write(message, to: subscription, marks: nil)
+        }
     }
 
     /// Writes one MESSAGE: the subscription's head, `marks`, an `ack` header for client ack modes, the shared part.
@@ -109,13 +114,7 @@ extension STOMPConnection {
         let now = NIODeadline.now().uptimeNanoseconds
         let due = limiter.takeDue(now: now)
         if !due.isEmpty {
-            for message in due {
-                if let backlog = self.backlog {
-                    backlog.hold(message, for: subscription, policy: message.delivery)
-                } else {
-                    self.write(message, to: subscription, marks: nil)
-                }
-            }
+            for message in due { self.writeOrHold(message, to: subscription) }
             self.checkBacklogBudget()
             self.loop.scheduleFlush(self)
         }

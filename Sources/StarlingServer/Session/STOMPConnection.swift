@@ -39,7 +39,7 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
 
     let loop: LoopBroker
     var transport: (any STOMPTransport)?
-    var parser: STOMPFrameParser
+    private var parser: STOMPFrameParser
     private var machine: SessionStateMachine
     let settings: Settings
     let logger: Logger
