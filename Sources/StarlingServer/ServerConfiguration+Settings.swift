@@ -170,10 +170,7 @@ extension ServerConfiguration {
         if let unknown = flags.keys.sorted().first(where: { !known.contains($0) }) {
             throw SettingError("unknown setting '\(unknown)'")
         }
-        var values: [String: String] = [:]
-        var policyTables: [ConfigFile.Table] = []
-        var authTable: ConfigFile.Table?
-        var aclTables: [ConfigFile.Table] = []
+        var document = ConfigFile.Document()
         if let configFile {
             let text: String
             do {
@@ -181,8 +178,9 @@ extension ServerConfiguration {
             } catch {
                 throw SettingError("config: cannot read '\(configFile)': \(error.localizedDescription)")
             }
-            (values, policyTables, authTable, aclTables) = try ConfigFile.parse(text, file: configFile)
+            document = try ConfigFile.parse(text, file: configFile)
         }
+        var values = document.values
         for (name, _) in self.settings {
             let variable = "STARLING_" + name.uppercased().replacingOccurrences(of: "-", with: "_")
             if let value = environment[variable] { values[name] = value }
@@ -191,9 +189,10 @@ extension ServerConfiguration {
         for (name, _) in self.settings {
             if let value = values[name] { try configuration.apply(name, value, logLevel: &logLevel) }
         }
-        for table in policyTables { try configuration.addPolicy(table) }
-        if let authTable { try configuration.setAuth(authTable) }
-        for table in aclTables { configuration.accessRules.append(try AccessRule(table)) }
+        for table in document.policies { try configuration.addPolicy(table) }
+        if let table = document.sections["auth"] { try configuration.setAuth(table) }
+        if let table = document.sections["tls"] { try configuration.setTLS(table) }
+        for table in document.acls { configuration.accessRules.append(try AccessRule(table)) }
         return (configuration, logLevel)
     }
 
@@ -275,42 +274,51 @@ extension ServerConfiguration {
 }
 
 /// The subset of TOML this version reads: top-level `key = value` lines (strings, integers, booleans),
-/// `[[policy]]` tables of the same lines, an `[auth]` table, and comments. Other tables (`[tls]`, ...) arrive with
-/// the issues that give them meaning; until then they are an error.
+/// `[[policy]]` and `[[acl]]` tables of the same lines, `[auth]` and `[tls]` tables, and comments. Other tables
+/// (`[cluster]`, ...) arrive with the issues that give them meaning; until then they are an error.
 enum ConfigFile {
     struct Table {
         var location: String
         var entries: [(key: String, value: String, location: String)] = []
     }
 
-    static func parse(
-        _ text: String, file: String
-    ) throws(ServerConfiguration.SettingError) -> (values: [String: String], policies: [Table], auth: Table?, acls: [Table]) {
+    /// What a file holds: top-level values, `[[policy]]` and `[[acl]]` tables in file order, and the single tables.
+    struct Document {
         var values: [String: String] = [:]
         var policies: [Table] = []
         var acls: [Table] = []
-        var auth: Table?
-        var inAuth = false
-        var inACL = false
+        /// `[auth]`, `[tls]`, by name without brackets.
+        var sections: [String: Table] = [:]
+    }
+
+    /// The tables that appear at most once.
+    static let sectionNames: Set<String> = ["auth", "tls"]
+
+    static func parse(_ text: String, file: String) throws(ServerConfiguration.SettingError) -> Document {
+        var document = Document()
+        /// The table the lines below belong to: nil = top level.
+        enum Target { case policy, acl, section(String) }
+        var target: Target?
         let known = Set(ServerConfiguration.settings.map(\.name))
         for (number, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             let line = Self.stripComment(rawLine).trimmingCharacters(in: .whitespaces)
             if line.isEmpty { continue }
             let location = "\(file):\(number + 1)"
             if line == "[[policy]]" {
-                policies.append(Table(location: location))
-                (inAuth, inACL) = (false, false)
+                document.policies.append(Table(location: location))
+                target = .policy
                 continue
             }
             if line == "[[acl]]" {
-                acls.append(Table(location: location))
-                (inAuth, inACL) = (false, true)
+                document.acls.append(Table(location: location))
+                target = .acl
                 continue
             }
-            if line == "[auth]" {
-                guard auth == nil else { throw .init("\(location): [auth] appears twice") }
-                auth = Table(location: location)
-                (inAuth, inACL) = (true, false)
+            if line.hasPrefix("["), line.hasSuffix("]"), Self.sectionNames.contains(String(line.dropFirst().dropLast())) {
+                let name = String(line.dropFirst().dropLast())
+                guard document.sections[name] == nil else { throw .init("\(location): \(line) appears twice") }
+                document.sections[name] = Table(location: location)
+                target = .section(name)
                 continue
             }
             if line.hasPrefix("[") {
@@ -326,29 +334,29 @@ enum ConfigFile {
                 value = String(value.dropFirst().dropLast())
             }
             guard !value.isEmpty else { throw .init("\(location): '\(key)' has no value") }
-            if inACL {
-                guard !acls[acls.count - 1].entries.contains(where: { $0.key == key }) else {
-                    throw .init("\(location): '\(key)' appears twice in this [[acl]]")
-                }
-                acls[acls.count - 1].entries.append((key, value, location))
-                continue
+            let entry = (key: key, value: value, location: location)
+            switch target {
+            case .acl:
+                try Self.append(entry, to: &document.acls[document.acls.count - 1], named: "this [[acl]]")
+            case .policy:
+                try Self.append(entry, to: &document.policies[document.policies.count - 1], named: "this [[policy]]")
+            case .section(let name):
+                try Self.append(entry, to: &document.sections[name]!, named: "[\(name)]")
+            case nil:
+                guard known.contains(key) else { throw .init("\(location): unknown key '\(key)'") }
+                document.values[key] = value
             }
-            if inAuth {
-                guard !auth!.entries.contains(where: { $0.key == key }) else { throw .init("\(location): '\(key)' appears twice in [auth]") }
-                auth!.entries.append((key, value, location))
-                continue
-            }
-            if !policies.isEmpty {
-                guard !policies[policies.count - 1].entries.contains(where: { $0.key == key }) else {
-                    throw .init("\(location): '\(key)' appears twice in this [[policy]]")
-                }
-                policies[policies.count - 1].entries.append((key, value, location))
-                continue
-            }
-            guard known.contains(key) else { throw .init("\(location): unknown key '\(key)'") }
-            values[key] = value
         }
-        return (values, policies, auth, acls)
+        return document
+    }
+
+    private static func append(
+        _ entry: (key: String, value: String, location: String), to table: inout Table, named name: String
+    ) throws(ServerConfiguration.SettingError) {
+        guard !table.entries.contains(where: { $0.key == entry.key }) else {
+            throw .init("\(entry.location): '\(entry.key)' appears twice in \(name)")
+        }
+        table.entries.append(entry)
     }
 
     private static func stripComment(_ line: Substring) -> String {

@@ -4,6 +4,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import ServiceLifecycle
 import StarlingBroker
 import StarlingSTOMP
@@ -17,6 +18,9 @@ public final class StarlingServer: Service, Sendable {
     public struct BoundAddresses: Sendable {
         public var http: SocketAddress
         public var stomp: SocketAddress?
+        /// The `[tls]` listeners: HTTPS + `wss://`, and STOMP over TLS.
+        public var https: SocketAddress?
+        public var stompTLS: SocketAddress?
     }
 
     public let configuration: ServerConfiguration
@@ -34,6 +38,8 @@ public final class StarlingServer: Service, Sendable {
     private let store: SQLiteMessageStore?
     /// Where CONNECTs' passwords are checked (PBKDF2 is too slow for an event loop); nil without a users file.
     private let authPool: NIOThreadPool?
+    /// The `[tls]` certificate and key, read at start and on `reload()`; nil without `[tls]`.
+    private let tls: TLSContextHolder?
     /// Open connections, against `max-connections` and `max-connections-per-ip`.
     let connections: ConnectionCounter
 
@@ -50,6 +56,15 @@ public final class StarlingServer: Service, Sendable {
             maxTotal: configuration.limits.maxConnections, maxPerAddress: configuration.limits.maxConnectionsPerAddress
         )
         let authenticator = try Self.makeAuthenticator(configuration)
+        if let settings = configuration.tls {
+            do throws(TLSContextHolder.LoadError) {
+                self.tls = try TLSContextHolder(settings)
+            } catch {
+                throw StartError(description: error.description)
+            }
+        } else {
+            self.tls = nil
+        }
         self.authPool = authenticator.map { _ in NIOThreadPool(numberOfThreads: 1) }
         self.authPool?.start()
         var store: SQLiteMessageStore?
@@ -118,15 +133,26 @@ public final class StarlingServer: Service, Sendable {
             ])
         }
         let files = StaticFiles(root: self.configuration.webRoot ?? StaticFiles.defaultRoot())
-        let http = try await self.bindHTTP(files: files)
+        let http = try await self.bindHTTP(host: self.configuration.host, port: self.configuration.port, files: files, tls: nil)
         var stomp: (any Channel)?
         if let port = self.configuration.stompPort {
-            stomp = try await self.bindSTOMP(port: port)
+            stomp = try await self.bindSTOMP(host: self.configuration.host, port: port, tls: nil)
         }
-        self.listeners.withLockedValue { $0 = [http] + (stomp.map { [$0] } ?? []) }
-        let addresses = BoundAddresses(http: http.localAddress!, stomp: stomp?.localAddress)
+        var https: (any Channel)?
+        var stompTLS: (any Channel)?
+        if let tls = self.tls, let settings = self.configuration.tls {
+            let host = settings.host ?? self.configuration.host
+            if let port = settings.port { https = try await self.bindHTTP(host: host, port: port, files: files, tls: tls) }
+            if let port = settings.stompPort { stompTLS = try await self.bindSTOMP(host: host, port: port, tls: tls) }
+        }
+        self.listeners.withLockedValue { $0 = [http] + [stomp, https, stompTLS].compactMap { $0 } }
+        let addresses = BoundAddresses(
+            http: http.localAddress!, stomp: stomp?.localAddress, https: https?.localAddress, stompTLS: stompTLS?.localAddress
+        )
         var metadata: Logger.Metadata = ["http": "\(Self.describe(addresses.http))"]
         if let stomp = addresses.stomp { metadata["stomp"] = "\(Self.describe(stomp))" }
+        if let https = addresses.https { metadata["https"] = "\(Self.describe(https))" }
+        if let stompTLS = addresses.stompTLS { metadata["stomps"] = "\(Self.describe(stompTLS))" }
         if let echo = self.configuration.echoPath { metadata["echo"] = "\(echo)" }
         if files.isEmpty { metadata["web"] = "none" }
         self.logger.info("listening", metadata: metadata)
@@ -137,6 +163,18 @@ public final class StarlingServer: Service, Sendable {
         let ip = address.ipAddress ?? "?"
         let host = ip.contains(":") ? "[\(ip)]" : ip
         return "\(host):\(address.port ?? 0)"
+    }
+
+    /// What SIGHUP changes without a restart: the `[tls]` certificate, key and client CA, read again from their files.
+    /// Connections already open keep theirs. On an error nothing changes, and the error says why.
+    public func reload() throws(StartError) {
+        guard let tls = self.tls else { return }
+        do {
+            try tls.reload()
+        } catch {
+            throw StartError(description: error.description)
+        }
+        self.logger.info("tls reloaded", metadata: ["cert_file": "\(self.configuration.tls?.certificateFile ?? "")"])
     }
 
     /// Graceful shutdown: stop accepting, report draining on /healthz, close every session (WebSocket 1001, TCP
@@ -162,7 +200,7 @@ public final class StarlingServer: Service, Sendable {
 
     // MARK: listeners
 
-    private func bindHTTP(files: StaticFiles) async throws -> any Channel {
+    private func bindHTTP(host: String, port: Int, files: StaticFiles, tls: TLSContextHolder?) async throws -> any Channel {
         let webSocket = self.configuration.webSocketConfiguration
         let routes = HTTPHandler.Routes(
             files: files,
@@ -174,6 +212,7 @@ public final class StarlingServer: Service, Sendable {
         return try await self.bootstrap()
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.context)) }
                     try channel.pipeline.syncOperations.addHandler(ConnectionGate(counter: self.connections, kind: .http))
                     let upgrader = WebSocketUpgrader(
                         configuration: webSocket,
@@ -196,7 +235,7 @@ public final class StarlingServer: Service, Sendable {
                     try channel.pipeline.syncOperations.addHandler(HTTPHandler(routes: routes), name: HTTPHandler.name)
                 }
             }
-            .bind(host: self.configuration.host, port: self.configuration.port).get()
+            .bind(host: host, port: port).get()
     }
 
     private func attachWebSocket(
@@ -230,10 +269,11 @@ public final class StarlingServer: Service, Sendable {
         }
     }
 
-    private func bindSTOMP(port: Int) async throws -> any Channel {
+    private func bindSTOMP(host: String, port: Int, tls: TLSContextHolder?) async throws -> any Channel {
         try await self.bootstrap()
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.context)) }
                     try channel.pipeline.syncOperations.addHandler(ConnectionGate(counter: self.connections, kind: .stomp))
                     let handler = TCPSTOMPHandler(broker: self.broker) { loop, transport in
                         self.makeConnection(loop: loop, transport: transport, kind: "tcp")
@@ -241,7 +281,7 @@ public final class StarlingServer: Service, Sendable {
                     try channel.pipeline.syncOperations.addHandler(handler)
                 }
             }
-            .bind(host: self.configuration.host, port: port).get()
+            .bind(host: host, port: port).get()
     }
 
     private func bootstrap() -> ServerBootstrap {
@@ -261,9 +301,10 @@ public final class StarlingServer: Service, Sendable {
     /// (issue 9: secure by default without spoiling the first run).
     static func makeAuthenticator(_ configuration: ServerConfiguration) throws -> ServerAuthenticator? {
         guard let auth = configuration.auth else {
-            guard ServerConfiguration.isLoopback(configuration.host) else {
+            let hosts = [configuration.host] + (configuration.tls?.host.map { [$0] } ?? [])
+            if let exposed = hosts.first(where: { !ServerConfiguration.isLoopback($0) }) {
                 throw StartError(
-                    description: "auth: listening on \(configuration.host) (not loopback) needs an [auth] table in the config file: "
+                    description: "auth: listening on \(exposed) (not loopback) needs an [auth] table in the config file: "
                         + "users-file = \"users.txt\" (made with 'starling passwd'), or anonymous = true to accept any login"
                 )
             }

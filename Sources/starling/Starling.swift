@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import ServiceLifecycle
 import StarlingServer
+import UnixSignals
 
 @main
 struct Starling: AsyncParsableCommand {
@@ -62,12 +63,31 @@ struct Starling: AsyncParsableCommand {
         let server = try StarlingServer(configuration: configuration, logger: logger)
         let group = ServiceGroup(
             configuration: .init(
-                services: [.init(service: server)],
+                services: [.init(service: server), .init(service: ReloadOnHangup(server: server, logger: logger), successTerminationBehavior: .ignore)],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger
             )
         )
         try await group.run()
+    }
+}
+
+/// SIGHUP: `StarlingServer.reload()` (the TLS certificate and key). A failed reload is logged and changes nothing.
+struct ReloadOnHangup: Service {
+    let server: StarlingServer
+    let logger: Logger
+
+    func run() async throws {
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
+        await withGracefulShutdownHandler {
+            for await _ in hangups.cancelOnGracefulShutdown() {
+                do {
+                    try self.server.reload()
+                } catch {
+                    self.logger.error("tls reload failed", metadata: ["reason": "\(error)"])
+                }
+            }
+        } onGracefulShutdown: {}
     }
 }
 

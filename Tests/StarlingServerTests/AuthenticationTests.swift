@@ -92,6 +92,13 @@ struct AuthenticationTests {
         open.auth = ServerConfiguration.Auth()
         open.auth?.anonymous = true
         #expect(try StarlingServer.makeAuthenticator(open) == nil, "explicitly open: starts, checks nothing")
+        var exposedTLS = ServerConfiguration()
+        exposedTLS.tls = ServerConfiguration.TLS(certificateFile: "c", keyFile: "k")
+        #expect(try StarlingServer.makeAuthenticator(exposedTLS) == nil, "TLS on the top-level loopback host")
+        exposedTLS.tls?.host = "0.0.0.0"
+        #expect(throws: StarlingServer.StartError.self, "TLS listeners facing the network need [auth] too") {
+            _ = try StarlingServer.makeAuthenticator(exposedTLS)
+        }
         #expect(ServerConfiguration.isLoopback("127.0.0.1") && ServerConfiguration.isLoopback("::1") && !ServerConfiguration.isLoopback("0.0.0.0"))
     }
 }

@@ -44,8 +44,8 @@ struct ServerConfigurationTests {
         #expect(throws: ServerConfiguration.SettingError("\(unknown):2: unknown key 'prot'")) {
             try ServerConfiguration.resolve(flags: [:], environment: [:], configFile: unknown)
         }
-        let section = try self.write("[tls]\ncert = \"x\"\n")
-        #expect(throws: ServerConfiguration.SettingError("\(section):1: section [tls] is not supported by this version")) {
+        let section = try self.write("[cluster]\nnodes = \"x\"\n")
+        #expect(throws: ServerConfiguration.SettingError("\(section):1: section [cluster] is not supported by this version")) {
             try ServerConfiguration.resolve(flags: [:], environment: [:], configFile: section)
         }
         #expect(throws: ServerConfiguration.SettingError("unknown setting 'bogus'")) {
@@ -168,6 +168,50 @@ struct ServerConfigurationTests {
         #expect(news.slowConsumer == .dropOldest && news.maxPendingMessages == 50 && news.maxRate == 0)
         #expect(policies.policy(for: "/topic/other") == .standard)
         #expect(DeliveryPolicies(rules: []).isTrivial)
+    }
+
+    @Test("[tls] names its files and listeners; a wrong key, value or a missing file names the line")
+    func tlsTable() throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("tls-\(UUID().uuidString).toml").path
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        func resolve(_ text: String) throws -> ServerConfiguration {
+            try text.write(toFile: file, atomically: true, encoding: .utf8)
+            return try ServerConfiguration.resolve(flags: [:], environment: [:], configFile: file).0
+        }
+        let defaults = try #require(try resolve("[tls]\ncert-file = \"c.pem\"\nkey-file = \"k.pem\"\n").tls)
+        #expect(defaults.certificateFile == "c.pem" && defaults.keyFile == "k.pem")
+        #expect(defaults.port == 8443 && defaults.stompPort == 61614 && defaults.minimumVersion == .v1_2 && defaults.clientCAFile == nil)
+        let custom = try #require(
+            try resolve("port = 1\n[tls]\ncert-file = \"c\"\nkey-file = \"k\"\nport = \"off\"\nstomp-port = 0\nmin-version = \"1.3\"\nclient-ca-file = \"ca\"\n").tls
+        )
+        #expect(custom.port == nil && custom.stompPort == 0 && custom.minimumVersion == .v1_3 && custom.clientCAFile == "ca")
+        #expect(try resolve("port = 1\n").tls == nil)
+        for (text, message) in [
+            ("[tls]\ncert-file = \"c\"\n", ":1: [tls] needs cert-file and key-file"),
+            ("[tls]\ncert-file = \"c\"\nkey-file = \"k\"\ncolour = 1\n", ":4: unknown [tls] key 'colour'"),
+            ("[tls]\ncert-file = \"c\"\nkey-file = \"k\"\nport = 70000\n", ":4: port: expected a port 0...65535"),
+            ("[tls]\ncert-file = \"c\"\nkey-file = \"k\"\nmin-version = \"1.1\"\n", ":4: min-version: expected \"1.2\" or \"1.3\""),
+            ("[tls]\ncert-file = \"c\"\nkey-file = \"k\"\nport = \"off\"\nstomp-port = \"off\"\n", ":1: [tls] has port and stomp-port both"),
+            ("[tls]\ncert-file = \"c\"\ncert-file = \"d\"\n", ":3: 'cert-file' appears twice in [tls]"),
+            ("[tls]\ncert-file = \"c\"\nkey-file = \"k\"\n[tls]\n", ":4: [tls] appears twice"),
+            ("[cluster]\n", ":1: section [cluster] is not supported"),
+        ] {
+            do {
+                _ = try resolve(text)
+                Issue.record("expected an error for \(text)")
+            } catch let error as ServerConfiguration.SettingError {
+                #expect(error.description.contains(message), "\(error.description)")
+            }
+        }
+        var configuration = ServerConfiguration()
+        configuration.tls = ServerConfiguration.TLS(certificateFile: "/nonexistent/cert.pem", keyFile: "/nonexistent/key.pem")
+        configuration.storage = .memory
+        do {
+            _ = try StarlingServer(configuration: configuration, logger: Logger(label: "test"))
+            Issue.record("a missing cert-file must stop the start")
+        } catch let error as StarlingServer.StartError {
+            #expect(error.description.hasPrefix("tls: cert-file '/nonexistent/cert.pem'"), "\(error.description)")
+        }
     }
 
     @Test("The WebSocket message limit defaults to the body limit plus room for headers.")

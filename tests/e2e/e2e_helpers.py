@@ -46,6 +46,9 @@ def starling_bin() -> str:
 
 _HTTP_RE = re.compile(r"http=\S*?:(\d+)")
 _STOMP_RE = re.compile(r"stomp=\S*?:(\d+)")
+# The TLS listeners ([tls] in the config file); absent from the line when they are off.
+_HTTPS_RE = re.compile(r"\bhttps=\S*?:(\d+)")
+_STOMPS_RE = re.compile(r"\bstomps=\S*?:(\d+)")
 
 
 class ServerStartError(RuntimeError):
@@ -66,6 +69,8 @@ class StarlingServer:
         self._cond = threading.Condition(self._lock)
         self.http_port: int | None = None
         self.stomp_port: int | None = None
+        self.https_port: int | None = None  # HTTPS + wss:// listener, None when off
+        self.stomps_port: int | None = None  # STOMP over TLS listener, None when off
         self.host = "127.0.0.1"
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -100,6 +105,9 @@ class StarlingServer:
                             self.http_port = int(h.group(1))
                         if s:
                             self.stomp_port = int(s.group(1))
+                        hs, ss = _HTTPS_RE.search(line), _STOMPS_RE.search(line)
+                        self.https_port = int(hs.group(1)) if hs else None
+                        self.stomps_port = int(ss.group(1)) if ss else None
                 if self.http_port and self.stomp_port:
                     break
                 if self.proc.poll() is not None:
@@ -140,6 +148,24 @@ class StarlingServer:
     def output(self) -> str:
         with self._lock:
             return "\n".join(self.lines[-200:])
+
+    def line_count(self) -> int:
+        with self._lock:
+            return len(self.lines)
+
+    def wait_for_line(self, substring: str, start: int = 0, timeout: float = 5.0) -> str:
+        """The first output line at index >= ``start`` containing ``substring``; AssertionError after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in self.lines[start:]:
+                    if substring in line:
+                        return line
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"no output line containing {substring!r} within {timeout}s; last lines:\n"
+                                         + "\n".join(self.lines[-20:]))
+                self._cond.wait(min(remaining, 0.2))
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

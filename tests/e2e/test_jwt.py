@@ -134,6 +134,39 @@ def test_refresh_and_expiry(tmp_path, own_server):
     client.wait_closed(5)
 
 
+def test_refresh_that_drops_a_role_ends_the_subscription_it_allowed(tmp_path, own_server):
+    """Roles come with each token: a refreshed token without the role a live subscription needed ends the session with
+    an ERROR naming the destination, and no message of it is delivered after the refresh; one that keeps the role
+    changes nothing."""
+    config = tmp_path / "c.toml"
+    config.write_text(f'[auth]\njwt-secret = "{SECRET}"\n'
+                      '[[acl]]\nmatch = "/topic/ops.#"\nsubscribe = "role:ops"\nsend = "*"\n'
+                      '[[acl]]\nmatch = "/topic/#"\nsubscribe = "*"\nsend = "*"\n')
+    srv = own_server(["--config", str(config)])
+    exp = int(time.time()) + 600
+    client, frame = connect(srv, passcode=token({"sub": "frank", "exp": exp, "roles": ["ops"]}))
+    assert frame.command == "CONNECTED"
+    client.send_frame("SUBSCRIBE", {"id": "open", "destination": "/topic/news.today"})
+    client.send_frame("SUBSCRIBE", {"id": "ops", "destination": "/topic/ops.alerts", "receipt": "s"})
+    assert client.recv_until("RECEIPT").headers["receipt-id"] == "s"
+    # Same role again: nothing changes.
+    client.send_frame("SEND", {"destination": "/control/token", "receipt": "r1"}, token({"sub": "frank", "exp": exp, "roles": ["ops", "x"]}))
+    assert client.recv_until("RECEIPT").headers["receipt-id"] == "r1"
+    client.send_frame("SEND", {"destination": "/topic/ops.alerts"}, "before")
+    assert client.recv_until("MESSAGE").body == b"before"
+    # Without the role: ERROR naming the destination, with the refresh's receipt id, then the close.
+    client.send_frame("SEND", {"destination": "/control/token", "receipt": "r2"}, token({"sub": "frank", "exp": exp, "roles": []}))
+    error = client.recv_until("ERROR")
+    assert error.headers["message"] == "access denied: with the refreshed token 'frank' may no longer subscribe to '/topic/ops.alerts'", error
+    assert error.headers.get("receipt-id") == "r2"
+    client.wait_closed(5)
+    # The server goes on serving: a role-less session may still use the open topic.
+    other, frame = connect(srv, passcode=token({"sub": "frank", "exp": exp}))
+    other.send_frame("SUBSCRIBE", {"id": "n", "destination": "/topic/news.today", "receipt": "n"})
+    assert other.recv_until("RECEIPT").headers["receipt-id"] == "n"
+    other.close()
+
+
 def test_token_in_the_websocket_handshake(tmp_path, own_server):
     """Browsers cannot set headers on a WebSocket: the token may come as ?access_token= (or Authorization: Bearer
     from other clients) with the handshake, and CONNECT then needs no passcode."""

@@ -106,6 +106,16 @@ extension STOMPConnection {
         case .success(let user):
             self.roles = user.roles
             self.sendAllowed.removeAll()
+            // New roles may take away what the old ones allowed: no subscription outlives its permission.
+            if let access = self.settings.access,
+                let lost = self.machine.subscribedDestinations.first(where: { !access.allows(.subscribe, $0, user: self.login, roles: user.roles) })
+            {
+                self.logger.notice("access denied", metadata: self.logMetadata.merging(["operation": "subscribe", "destination": "\(lost)"]) { $1 })
+                self.fail(
+                    "access denied: with the refreshed token '\(user.name)' may no longer subscribe to '\(lost)'", receiptID: receipt, detail: nil
+                )
+                return
+            }
             self.expire(at: user.expires)
             self.sendReceipt(receipt)
         }

@@ -40,7 +40,7 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
     let loop: LoopBroker
     var transport: (any STOMPTransport)?
     private var parser: STOMPFrameParser
-    private var machine: SessionStateMachine
+    private(set) var machine: SessionStateMachine
     let settings: Settings
     let logger: Logger
     var subscriptions: [String: TopicSubscription] = [:]

@@ -109,6 +109,8 @@ struct SessionStateMachine {
     private var state = State.awaitingConnect
     private let configuration: Configuration
     private var subscriptions: [String: String] = [:]  // id -> destination
+    /// The destinations of the session's subscriptions (each once per subscription), for re-checking access rules.
+    var subscribedDestinations: Dictionary<String, String>.Values { self.subscriptions.values }
     private var transactions: [String: [Work]] = [:]
 
     init(configuration: Configuration) {
