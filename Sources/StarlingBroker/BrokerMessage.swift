@@ -17,6 +17,8 @@ public final class BrokerMessage: Sendable {
     /// published).
     public let delivery: DeliveryPolicy
     public let messageID: String
+    /// When it was published (`NIODeadline` uptime nanoseconds), for the delivery latency metric.
+    public let publishedAt: UInt64
     public let headers: STOMPHeaders
     public let body: ByteBuffer
     /// True when the whole frame is valid UTF-8 (a WebSocket text message may carry it).
@@ -56,6 +58,7 @@ public final class BrokerMessage: Sendable {
         self.offset = offset
         self.delivery = delivery
         self.messageID = messageID
+        self.publishedAt = NIODeadline.now().uptimeNanoseconds
         self.body = body
         var headers = STOMPHeaders()
         headers.reserveCapacity(sendHeaders.count + serverHeaders.count + 2)

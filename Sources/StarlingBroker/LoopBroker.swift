@@ -36,6 +36,10 @@ public final class LoopBroker: @unchecked Sendable {
     private(set) var queueHost: QueueHost!
     /// The rooms this loop owns.
     private(set) var roomHost: RoomHost!
+    /// Deliveries, for metrics.
+    public internal(set) var statistics = LoopStatistics()
+    /// Gets each delivered batch's latency; nil = not measured (no clock read).
+    public var latencyRecorder: (any DeliveryLatencyRecorder)?
 
     /// Caches are dropped when they grow past this many destinations (bounded memory under many topics).
     static let cacheLimit = 8192
@@ -182,6 +186,9 @@ public final class LoopBroker: @unchecked Sendable {
             self.gathered.removeAll(keepingCapacity: true)
         }
         self.flushDirty()
+        if let recorder = self.latencyRecorder, let oldest = batch.first {
+            recorder.recordDeliveryLatency(nanoseconds: NIODeadline.now().uptimeNanoseconds &- oldest.publishedAt)
+        }
     }
 
     /// First pass of `deliver`: `touched` gets each matching subscriber once, in order of first match, and
@@ -219,9 +226,11 @@ public final class LoopBroker: @unchecked Sendable {
     /// Writes `messages` to one subscriber and marks its connection for the flush at the end of the batch.
     private func write(_ messages: ArraySlice<BrokerMessage>, to subscription: TopicSubscription) {
         if let cursor = subscription.cursor {
+            self.statistics.streamDeliveries &+= messages.count
             self.writeStream(messages, to: subscription, cursor: cursor)
             return
         }
+        self.statistics.topicDeliveries &+= messages.count
         subscription.sink.deliver(messages, to: subscription)
         self.markDirty(subscription.sink)
     }
@@ -341,6 +350,14 @@ public final class LoopBroker: @unchecked Sendable {
     public func queueStats(_ destination: String) -> (ready: Int, unacked: Int, consumers: Int)? {
         self.queueHost.queueStats(destination)
     }
+
+    /// Every queue this loop owns, with its counts.
+    public func allQueueStats() -> [QueueStatistics] {
+        self.queueHost.allQueueStats()
+    }
+
+    /// Destinations and patterns with at least one subscriber on this loop.
+    public var subscribedPatterns: [String] { Array(self.patternCounts.keys) }
 
     /// The index of the loop that owns queue `destination`.
     public func queueOwner(_ destination: String) -> Int {

@@ -414,6 +414,11 @@ final class QueueHost: @unchecked Sendable {
     func queueStats(_ destination: String) -> (ready: Int, unacked: Int, consumers: Int)? {
         self.queues[destination].map { ($0.readyCount, $0.unackedCount, $0.consumerCount) }
     }
+
+    /// Every queue this loop owns, with its counts (temporary queues included).
+    func allQueueStats() -> [QueueStatistics] {
+        self.queues.values.map { QueueStatistics(destination: $0.destination, ready: $0.readyCount, unacked: $0.unackedCount, consumers: $0.consumerCount) }
+    }
 }
 
 /// The topic-side end of a durable subscription: a subscriber in the topic index (on the queue's owning loop) that

@@ -40,6 +40,8 @@ public final class StarlingServer: Service, Sendable {
     private let authPool: NIOThreadPool?
     /// The `[tls]` certificate and key, read at start and on `reload()`; nil without `[tls]`.
     private let tls: TLSContextHolder?
+    /// `GET /metrics`.
+    let metrics: ServerMetrics
     /// Open connections, against `max-connections` and `max-connections-per-ip`.
     let connections: ConnectionCounter
 
@@ -79,6 +81,9 @@ public final class StarlingServer: Service, Sendable {
             }
         }
         self.store = store
+        let metrics = ServerMetrics()
+        self.metrics = metrics
+        store?.commitObserver = StoreCommitHistograms(metrics)
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.eventLoopCount))
         self.broker = Broker(
             eventLoops: self.group.makeIterator().map { $0 },
@@ -101,8 +106,10 @@ public final class StarlingServer: Service, Sendable {
         }
         self.connectionTemplate = template
         self.perLoop = PerLoopResources(
-            loops: self.broker.loops.map(\.eventLoop), memoryLevel: configuration.webSocket.deflateMemoryLevel
+            loops: self.broker.loops.map(\.eventLoop), memoryLevel: configuration.webSocket.deflateMemoryLevel, metrics: metrics
         )
+        let latency = DeliveryLatencyHistogram(metrics.deliveryLatency)
+        for loop in self.broker.loops { loop.latencyRecorder = latency }
     }
 
     // MARK: Service
@@ -132,6 +139,7 @@ public final class StarlingServer: Service, Sendable {
                 "durable_subscriptions": "\(contents.bindings.count)", "kept_messages": "\(contents.keptMessages.count)", "ms": "\(milliseconds)", "fsync": "\(store.sync.rawValue)",
             ])
         }
+        for loop in self.broker.loops { EventLoopLagProbe.start(on: loop.eventLoop, histogram: self.metrics.eventLoopLag) }
         let files = StaticFiles(root: self.configuration.webRoot ?? StaticFiles.defaultRoot())
         let http = try await self.bindHTTP(host: self.configuration.host, port: self.configuration.port, files: files, tls: nil)
         var stomp: (any Channel)?
@@ -207,19 +215,23 @@ public final class StarlingServer: Service, Sendable {
             webSocket: webSocket,
             webSocketPaths: ["/ws", "/stomp"],
             echoPath: self.configuration.echoPath,
-            draining: self.draining
+            draining: self.draining,
+            renderMetrics: { self.metrics.scrape(broker: self.broker, loops: self.perLoop.metrics) },
+            metrics: self.metrics
         )
         return try await self.bootstrap()
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.context)) }
-                    try channel.pipeline.syncOperations.addHandler(ConnectionGate(counter: self.connections, kind: .http))
+                    try channel.pipeline.syncOperations.addHandler(ConnectionGate(counter: self.connections, kind: .http, metrics: self.metrics))
                     let upgrader = WebSocketUpgrader(
                         configuration: webSocket,
                         stompPaths: routes.webSocketPaths,
                         echoPath: routes.echoPath
                     ) { context, upgrade, isEcho, bearer in
-                        self.attachWebSocket(context: context, upgrade: upgrade, isEcho: isEcho, bearer: bearer, configuration: webSocket)
+                        self.attachWebSocket(
+                            context: context, upgrade: upgrade, isEcho: isEcho, bearer: bearer, tls: tls != nil, configuration: webSocket
+                        )
                     }
                     // An HTTP connection that sends nothing for a while is closed; a WebSocket has heart-beats instead.
                     try channel.pipeline.syncOperations.addHandler(
@@ -239,7 +251,8 @@ public final class StarlingServer: Service, Sendable {
     }
 
     private func attachWebSocket(
-        context: ChannelHandlerContext, upgrade: WebSocketUpgrade, isEcho: Bool, bearer: String?, configuration: WebSocketConfiguration
+        context: ChannelHandlerContext, upgrade: WebSocketUpgrade, isEcho: Bool, bearer: String?, tls: Bool,
+        configuration: WebSocketConfiguration
     ) -> EventLoopFuture<Void> {
         context.eventLoop.makeCompletedFuture {
             let loop = self.broker.loop(for: context.eventLoop)
@@ -255,7 +268,8 @@ public final class StarlingServer: Service, Sendable {
             }
             let bridge = WebSocketSTOMPBridge(channel: context.channel)
             let handler = WebSocketConnectionHandler(
-                configuration: configuration, deflate: upgrade.deflate, sharedCompressor: compressor, delegate: bridge
+                configuration: configuration, deflate: upgrade.deflate, sharedCompressor: compressor,
+                traffic: self.perLoop.metrics[loop.index].webSocket, delegate: bridge
             )
             // A subprotocol names one STOMP version; the session may not negotiate a higher one.
             let maxVersion: STOMPVersion? = switch upgrade.subprotocol {
@@ -263,7 +277,8 @@ public final class StarlingServer: Service, Sendable {
             case "v11.stomp": .v1_1
             default: nil
             }
-            let connection = self.makeConnection(loop: loop, transport: bridge, kind: "ws", maxVersion: maxVersion, bearer: bearer)
+            let kind = ConnectionKind(webSocket: true, tls: tls, deflate: upgrade.deflate != nil)
+            let connection = self.makeConnection(loop: loop, transport: bridge, kind: kind, maxVersion: maxVersion, bearer: bearer)
             bridge.start(webSocket: handler, connection: connection)
             try context.pipeline.syncOperations.addHandler(handler)
         }
@@ -274,9 +289,9 @@ public final class StarlingServer: Service, Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.context)) }
-                    try channel.pipeline.syncOperations.addHandler(ConnectionGate(counter: self.connections, kind: .stomp))
+                    try channel.pipeline.syncOperations.addHandler(ConnectionGate(counter: self.connections, kind: .stomp, metrics: self.metrics))
                     let handler = TCPSTOMPHandler(broker: self.broker) { loop, transport in
-                        self.makeConnection(loop: loop, transport: transport, kind: "tcp")
+                        self.makeConnection(loop: loop, transport: transport, kind: ConnectionKind(webSocket: false, tls: tls != nil, deflate: false))
                     }
                     try channel.pipeline.syncOperations.addHandler(handler)
                 }
@@ -341,19 +356,20 @@ public final class StarlingServer: Service, Sendable {
     static func highWaterMark(_ maxPendingBytes: Int) -> Int { min(64 * 1024, maxPendingBytes) }
 
     private func makeConnection(
-        loop: LoopBroker, transport: any STOMPTransport, kind: String, maxVersion: STOMPVersion? = nil, bearer: String? = nil
+        loop: LoopBroker, transport: any STOMPTransport, kind: ConnectionKind, maxVersion: STOMPVersion? = nil, bearer: String? = nil
     ) -> STOMPConnection {
         let number = self.sessionCounter.wrappingIncrementThenLoad(ordering: .relaxed)
         // Copies of one template share their arrays' storage: an idle connection pays only for what differs.
         var settings = self.connectionTemplate
         settings.session.sessionID = "\(self.nodeTag)-\(number)"
-        settings.transportName = kind
+        settings.kind = kind
         settings.handshakeToken = bearer
         if let maxVersion {
             settings.session.supportedVersions = settings.session.supportedVersions.filter { $0 <= maxVersion }
         }
         return STOMPConnection(
-            loop: loop, clock: self.perLoop.clocks[loop.index], transport: transport, settings: settings, logger: self.logger
+            loop: loop, clock: self.perLoop.clocks[loop.index], metrics: self.perLoop.metrics[loop.index], transport: transport,
+            settings: settings, logger: self.logger
         )
     }
 
@@ -385,15 +401,18 @@ public final class StarlingServer: Service, Sendable {
     }
 }
 
-/// What each event loop shares among its connections: the permessage-deflate compressor and the timer clock.
+/// What each event loop shares among its connections: the permessage-deflate compressor, the timer clock and the
+/// counters.
 /// Index i belongs to loop i and is used only on it, which is why the holder may be `@unchecked Sendable`.
 private final class PerLoopResources: @unchecked Sendable {
     let compressors: [SharedMessageCompressor]
     let clocks: [ConnectionClock]
+    let metrics: [LoopMetrics]
 
-    init(loops: [any EventLoop], memoryLevel: Int) {
+    init(loops: [any EventLoop], memoryLevel: Int, metrics: ServerMetrics) {
         self.compressors = loops.map { _ in SharedMessageCompressor(memoryLevel: memoryLevel) }
         self.clocks = loops.map { ConnectionClock(eventLoop: $0) }
+        self.metrics = loops.map { _ in LoopMetrics(server: metrics) }
     }
 }
 

@@ -41,6 +41,8 @@ public final class SQLiteMessageStore: MessageStore, @unchecked Sendable {
     private var pending = Pending()
     private var writer: Thread?
     private let finished = ConditionLock(value: 0)
+    /// Told about each committed transaction (metrics); set before `start`, called on the writer thread.
+    public var commitObserver: (any StoreCommitObserver)?
     /// Schema version written to `PRAGMA user_version`.
     static let schemaVersion: Int32 = 1
 
@@ -215,9 +217,11 @@ public final class SQLiteMessageStore: MessageStore, @unchecked Sendable {
         } catch {
             return error
         }
+        let began = DispatchTime.now().uptimeNanoseconds
         do {
             for operation in operations { try self.apply(operation) }
             try self.execute("COMMIT")
+            self.commitObserver?.storeCommitted(operations: operations.count, nanoseconds: DispatchTime.now().uptimeNanoseconds - began)
             return nil
         } catch {
             try? self.execute("ROLLBACK")
@@ -341,4 +345,9 @@ public final class SQLiteMessageStore: MessageStore, @unchecked Sendable {
         let statement = try Statement(db: self.db, sql: sql)
         return try statement.step() ? statement.int(0) : nil
     }
+}
+
+/// Gets the size and duration (statements, commit and fsync) of each group commit of a `SQLiteMessageStore`.
+public protocol StoreCommitObserver: AnyObject, Sendable {
+    func storeCommitted(operations: Int, nanoseconds: UInt64)
 }

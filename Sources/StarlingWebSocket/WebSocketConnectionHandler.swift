@@ -27,6 +27,8 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler {
     /// `sharedCompressor` serves this connection (`server_no_context_takeover`).
     private var deflater: PerMessageDeflater?
     private let sharedCompressor: SharedMessageCompressor?
+    /// The loop's byte and message counts (metrics); nil = not counted.
+    private let traffic: WebSocketTraffic?
     private var context: ChannelHandlerContext?
     private var closeTimer: Scheduled<Void>?
     private var didFinish = false
@@ -48,9 +50,11 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler {
         configuration: WebSocketConfiguration,
         deflate: NegotiatedDeflate?,
         sharedCompressor: SharedMessageCompressor? = nil,
+        traffic: WebSocketTraffic? = nil,
         delegate: WebSocketConnectionDelegate
     ) {
         self.configuration = configuration
+        self.traffic = traffic
         self.sharedCompressor = deflate?.serverNoContextTakeover == true ? sharedCompressor : nil
         // What the handshake agreed is honoured even if `configuration.deflate` is nil (defaults are used then).
         self.deflate = deflate
@@ -109,6 +113,10 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler {
         let opcode: WebSocketOpcode = isText ? .text : .binary
         let prefixLength = prefix?.readableBytes ?? 0
         let length = prefixLength + payload.readableBytes
+        if let traffic = self.traffic {
+            traffic.messagesOut &+= 1
+            traffic.payloadBytesOut &+= length
+        }
         if let deflate = self.deflate, length >= self.deflateSettings.minimumSizeToCompress,
             let shared = self.sharedCompressor, prefixLength <= SharedMessageCompressor.maxStoredPrefix
         {
@@ -132,6 +140,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler {
                 opcode: opcode, fin: true, rsv1: true, payloadLength: total, maskingKey: nil, to: &head
             )
             if let prefix, prefixLength > 0 { SharedMessageCompressor.writeStoredBlock(prefix, to: &head) }
+            self.traffic?.wireBytesOut &+= head.readableBytes + compressed.readableBytes
             if copied {
                 head.writeImmutableBuffer(compressed)
                 self.batch.put(head)
@@ -154,11 +163,13 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler {
                 self.perform(.fail(.compressionUnavailable), context: context)
                 return
             }
+            self.traffic?.wireBytesOut &+= compressed.readableBytes
             self.writeBatch(context: context)
             context.write(self.wrapOutboundOut(compressed), promise: promise)
             return
         }
         let headLength = WebSocketFrameEncoder.headerLength(payloadLength: length, masked: false) + prefixLength
+        self.traffic?.wireBytesOut &+= headLength + payload.readableBytes
         if promise == nil && payload.readableBytes <= OutboundBatch.maxCopiedBytes {
             // The usual case: a small message copied into this tick's batch (see `OutboundBatch`).
             var batch = self.batch.take(reserving: headLength + payload.readableBytes, allocator: self.allocator)
@@ -218,6 +229,7 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler {
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var buffer = self.unwrapInboundIn(data)
+        self.traffic?.wireBytesIn &+= buffer.readableBytes
         while !self.stateMachine.isClosed, buffer.readableBytes > 0 {
             let action: WebSocketConnectionStateMachine.FrameAction
             do {
@@ -266,6 +278,10 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler {
         case .none:
             break
         case .deliver(let message, let isText):
+            if let traffic = self.traffic {
+                traffic.messagesIn &+= 1
+                traffic.payloadBytesIn &+= message.readableBytes
+            }
             self.delegate?.webSocketConnection(self, didReceiveMessage: message, isText: isText)
         case .sendPong(let payload):
             var frame = context.channel.allocator.buffer(capacity: 2 + payload.readableBytes)

@@ -14,6 +14,9 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         var webSocketPaths: Set<String>
         var echoPath: String?
         var draining: ManagedAtomic<Bool>
+        /// Renders `GET /metrics` (Prometheus text format), collecting from every event loop.
+        var renderMetrics: @Sendable () -> EventLoopFuture<[UInt8]>
+        var metrics: ServerMetrics
     }
 
     private let routes: Routes
@@ -64,6 +67,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             if path == self.routes.echoPath { configuration.subprotocols = [] }
             switch WebSocketHandshake.negotiate(request: request, configuration: configuration) {
             case .reject(let status, let headers, let reason):
+                if status == .forbidden { self.routes.metrics.limitHit(.allowedOrigins) }
                 self.send(status, headers: headers, body: reason + "\n", request: request, context: context)
             case .accept:
                 self.send(.badRequest, body: "WebSocket upgrade expected\n", request: request, context: context)
@@ -79,6 +83,18 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                 self.send(.serviceUnavailable, body: "draining\n", request: request, context: context)
             } else {
                 self.send(.ok, body: "ok\n", request: request, context: context)
+            }
+            return
+        }
+        if path == "/metrics" {
+            self.routes.renderMetrics().hop(to: context.eventLoop).assumeIsolated().whenComplete { result in
+                switch result {
+                case .success(let text):
+                    let headers: HTTPHeaders = ["Content-Type": "text/plain; version=0.0.4; charset=utf-8"]
+                    self.send(.ok, headers: headers, body: ByteBuffer(bytes: text), request: request, context: context)
+                case .failure:
+                    self.send(.serviceUnavailable, body: "metrics unavailable: the server is stopping\n", request: request, context: context)
+                }
             }
             return
         }

@@ -133,6 +133,7 @@ extension STOMPConnection {
         self.frameTokens = min(rate, self.frameTokens + elapsed * rate)
         self.frameTokensAt = now
         guard self.frameTokens < 0 else { return false }
+        self.metrics.server.limitHit(.maxFrameRate)
         self.throttled = true
         self.transport?.setReading(false)
         let wait = TimeAmount.nanoseconds(Int64((-self.frameTokens + 1) / rate * 1e9))

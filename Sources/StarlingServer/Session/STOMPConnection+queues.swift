@@ -72,6 +72,7 @@ extension STOMPConnection {
         else {
             return
         }
+        self.metrics.queueDeliveries &+= 1
         let version = self.version
         let message = dispatch.message.message
         var head = subscription.head

@@ -60,7 +60,8 @@ extension STOMPConnection {
               let transport = self.transport
         else { return }
         self.logger.info("slow consumer disconnected", metadata: self.logMetadata)
-        self.backlog = nil
+        self.retireBacklog()
+        self.countError("slow consumer")
         var headers: STOMPHeaders = [:]
         headers.add("message", "slow consumer: outbound buffer limit exceeded")
         let bytes = STOMPFrameEncoder.encode(STOMPFrame(.error, headers: headers), version: self.version)
@@ -88,7 +89,7 @@ extension STOMPConnection {
                 chunk = 0
             }
         }
-        if backlog.isEmpty { self.backlog = nil }
+        if backlog.isEmpty { self.retireBacklog() }
         self.wroteSinceTick = true
         transport.flush()
         if transport.isWritable { self.settleAutoDeliveries() }
@@ -119,5 +120,23 @@ extension STOMPConnection {
             self.loop.scheduleFlush(self)
         }
         self.armPacing(subscription, limiter, now: now)
+    }
+}
+
+extension STOMPConnection {
+    /// Drops the backlog, counting what its policies skipped.
+    func retireBacklog() {
+        guard let backlog = self.backlog else { return }
+        self.metrics.conflated &+= backlog.conflatedCount
+        self.metrics.dropped &+= backlog.droppedCount
+        self.backlog = nil
+    }
+
+    /// Counts an ERROR by its reason (and the limit, if one was hit).
+    func countError(_ message: String) {
+        let (reason, limit) = ErrorReason.classify(message)
+        self.metrics.server.error(reason)
+        if let limit { self.metrics.server.limitHit(limit) }
+        if reason == .auth { self.metrics.server.authFailed() }
     }
 }

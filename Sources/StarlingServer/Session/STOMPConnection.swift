@@ -15,8 +15,8 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
         var heartbeatGraceFactor = 1.5
         /// A connection that has not sent CONNECT within this time is closed.
         var connectTimeout = TimeAmount.seconds(10)
-        /// "tcp" or "ws", for logs.
-        var transportName = "tcp"
+        /// How the client is connected, for logs and metrics.
+        var kind = ConnectionKind.tcp
         /// Bytes held for a slow client (beyond its socket's buffers) before it is disconnected (`max-pending-bytes`).
         var maxPendingBytes = 4 << 20
         var allocator = ByteBufferAllocator()
@@ -86,6 +86,10 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
     // checked every half interval, so the delivery path never reads a clock. Inbound: the time of the last read
     // (one clock read per socket read, only when the client heart-beats).
     let clock: ConnectionClock
+    /// The loop's counters (metrics).
+    let metrics: LoopMetrics
+    /// True from CONNECTED until the transport closes (the `sessions` gauge).
+    var sessionOpen = false
     var connectDeadline: NIODeadline?
     var wroteSinceTick = false
     var sendPeriod: TimeAmount?
@@ -97,12 +101,15 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
     var sessionID: String { self.settings.session.sessionID }
     /// Built when something is logged, not kept per connection.
     var logMetadata: Logger.Metadata {
-        ["session": "\(self.sessionID)", "transport": "\(self.settings.transportName)"]
+        ["session": "\(self.sessionID)", "transport": "\(self.settings.kind.name)"]
     }
 
-    init(loop: LoopBroker, clock: ConnectionClock, transport: any STOMPTransport, settings: Settings, logger: Logger) {
+    init(loop: LoopBroker, clock: ConnectionClock, metrics: LoopMetrics, transport: any STOMPTransport, settings: Settings, logger: Logger) {
         self.loop = loop
         self.clock = clock
+        self.metrics = metrics
+        metrics.connections[settings.kind.rawValue] += 1
+        metrics.server.opened(settings.kind)
         self.transport = transport
         self.settings = settings
         self.parser = STOMPFrameParser(limits: settings.parserLimits, version: .v1_2)
@@ -216,6 +223,8 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
     /// The session starts: CONNECTED, heart-beats, and the login naming the user.
     private func connected(_ frame: STOMPFrame, heartbeat: SessionStateMachine.NegotiatedHeartbeat, login: String?, clientID: String?) {
         self.connectDeadline = nil
+        self.sessionOpen = true
+        self.metrics.sessions += 1
         self.login = login
         self.clientID = clientID
         if let login, !login.isEmpty { self.authorHeaders = [("user-name", login)] }
@@ -235,6 +244,7 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
             body.writeString(detail)
         }
         self.logger.debug("protocol error", metadata: self.logMetadata.merging(["error": "\(message)"]) { $1 })
+        self.countError(message)
         self.writeFrame(STOMPFrame(.error, headers: headers, body: body), inOrder: false)
         self.close(.protocolError)
     }
@@ -277,6 +287,7 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
     }
 
     private func publish(_ publish: SessionStateMachine.Publish, token: UInt64, wantsReceipt: Bool) {
+        self.metrics.received[DestinationKind(publish.destination).rawValue] &+= 1
         if publish.destination.hasPrefix(RoomName.presencePrefix) {
             self.updatePresence(publish, token: token, wantsReceipt: wantsReceipt)
             return
@@ -410,6 +421,7 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
             // A plain TCP client has no close code to read: tell it in STOMP.
             var headers: STOMPHeaders = [:]
             headers.add("message", "server shutting down")
+            self.metrics.server.error(.shutdown)
             self.writeFrame(STOMPFrame(.error, headers: headers), inOrder: false)
         }
         self.close(.goingAway)
@@ -427,7 +439,12 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
     /// The transport is gone (socket closed for any reason): drop every subscription and timer.
     func transportClosed() {
         self.closed = true
-        self.backlog = nil
+        self.retireBacklog()
+        self.metrics.connections[self.settings.kind.rawValue] -= 1
+        if self.sessionOpen {
+            self.sessionOpen = false
+            self.metrics.sessions -= 1
+        }
         self.expiry?.cancel()
         self.expiry = nil
         self.clock.remove(self)

@@ -53,16 +53,19 @@ final class ConnectionGate: ChannelInboundHandler, RemovableChannelHandler {
 
     private let counter: ConnectionCounter
     private let kind: Listener
+    private let metrics: ServerMetrics
     private var counted: String?
 
-    init(counter: ConnectionCounter, kind: Listener) {
+    init(counter: ConnectionCounter, kind: Listener, metrics: ServerMetrics) {
         self.counter = counter
         self.kind = kind
+        self.metrics = metrics
     }
 
     func channelActive(context: ChannelHandlerContext) {
         let address = context.channel.remoteAddress?.ipAddress ?? "unknown"
         if let refusal = self.counter.admit(address) {
+            self.metrics.limitHit(refusal.hasPrefix("too many connections from") ? .maxConnectionsPerIP : .maxConnections)
             let reply = switch self.kind {
             case .stomp: "ERROR\nmessage:\(refusal)\n\n\0"
             case .http: "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: \(refusal.utf8.count + 1)\r\nconnection: close\r\n\r\n\(refusal)\n"

@@ -39,7 +39,9 @@ final class TCPSTOMPHandler: ChannelInboundHandler, STOMPTransport {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !self.closing else { return }
         var buffer = self.unwrapInboundIn(data)
-        self.connection?.received(&buffer)
+        guard let connection = self.connection else { return }
+        connection.metrics.tcpBytesIn &+= buffer.readableBytes
+        connection.received(&buffer)
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
@@ -64,6 +66,7 @@ final class TCPSTOMPHandler: ChannelInboundHandler, STOMPTransport {
     func write(head: ByteBuffer?, body: ByteBuffer, isText: Bool) {
         guard let context else { return }
         let headLength = head?.readableBytes ?? 0
+        self.connection?.metrics.tcpBytesOut &+= headLength + body.readableBytes
         if body.readableBytes <= OutboundBatch.maxCopiedBytes {
             var batch = self.batch.take(reserving: headLength + body.readableBytes, allocator: self.allocator)
             if let head { batch.writeImmutableBuffer(head) }

@@ -1,3 +1,4 @@
+import Foundation
 import NIOConcurrencyHelpers
 import NIOSSL
 
@@ -98,6 +99,10 @@ final class TLSContextHolder: Sendable {
     }
 
     private static func load(_ settings: ServerConfiguration.TLS) throws(LoadError) -> NIOSSLContext {
+        let files = [("cert-file", settings.certificateFile), ("key-file", settings.keyFile)] + (settings.clientCAFile.map { [("client-ca-file", $0)] } ?? [])
+        for (key, path) in files where !FileManager.default.isReadableFile(atPath: path) {
+            throw LoadError(description: "tls: \(key) '\(path)': cannot read the file")
+        }
         let chain: [NIOSSLCertificate]
         do {
             chain = try NIOSSLCertificate.fromPEMFile(settings.certificateFile)
