@@ -290,6 +290,9 @@ public final class WebSocketConnectionHandler: ChannelDuplexHandler {
             context.write(self.wrapOutboundOut(frame), promise: nil)
             self.needsFlush = true
         case .fail(let error):
+            if let traffic = self.traffic {
+                if error.closeCode == .messageTooBig { traffic.tooBigFailures &+= 1 } else { traffic.protocolFailures &+= 1 }
+            }
             self.finish(code: error.closeCode)
             self.sendCloseAndDrop(code: error.closeCode, reason: error.closeReason, context: context)
         case .acknowledgeClose(let peerCode, let reply):

@@ -13,6 +13,9 @@ public final class WebSocketTraffic {
     public var payloadBytesIn = 0
     /// Bytes read from the socket.
     public var wireBytesIn = 0
+    /// Connections failed for a message or frame over the size limit (close 1009), and for any other protocol error.
+    public var tooBigFailures = 0
+    public var protocolFailures = 0
 
     public init() {}
 }

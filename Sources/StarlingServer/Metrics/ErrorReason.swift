@@ -25,6 +25,7 @@ enum LimitName: String, CaseIterable {
     case connectTimeout = "connect-timeout"
     case failedLoginLimit = "failed-login-limit"
     case allowedOrigins = "allowed-origins"
+    case maxMessageSize = "max-message-size"
 }
 
 extension ErrorReason {

@@ -39,6 +39,8 @@ final class LoopMetrics {
         var conflated: Int
         var dropped: Int
         var webSocket: (messagesIn: Int, messagesOut: Int, payloadIn: Int, payloadOut: Int, wireIn: Int, wireOut: Int)
+        /// WebSocket connections failed for size (close 1009) and for other protocol errors.
+        var webSocketFailures: (tooBig: Int, other: Int)
         var subscriptions: Int
         var topicPatterns: [String]
         var queues: [QueueStatistics]
@@ -55,6 +57,7 @@ final class LoopMetrics {
                 traffic.messagesIn, traffic.messagesOut, traffic.payloadBytesIn, traffic.payloadBytesOut, traffic.wireBytesIn,
                 traffic.wireBytesOut
             ),
+            webSocketFailures: (traffic.tooBigFailures, traffic.protocolFailures),
             subscriptions: loop.subscriptionCount, topicPatterns: loop.subscribedPatterns, queues: loop.allQueueStats()
         )
     }

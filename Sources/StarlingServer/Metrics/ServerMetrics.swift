@@ -102,6 +102,9 @@ final class ServerMetrics: Sendable {
         let messages = Self.name("websocket_messages", "total", "WebSocket messages")
         totals.append((messages, [("direction", "in")], sum(\.webSocket.messagesIn)))
         totals.append((messages, [("direction", "out")], sum(\.webSocket.messagesOut)))
+        let closes = Self.name("websocket_failures", "total", "WebSocket connections closed for a protocol error, by close code")
+        totals.append((closes, [("code", "1009")], sum(\.webSocketFailures.tooBig)))
+        totals.append((closes, [("code", "other")], sum(\.webSocketFailures.other)))
         let skipped = Self.name("deliveries_skipped", "total", "Messages a slow subscriber did not get, by slow-consumer policy")
         totals.append((skipped, [("policy", "conflate")], sum(\.conflated)))
         totals.append((skipped, [("policy", "drop-oldest")], sum(\.dropped)))
@@ -133,6 +136,11 @@ final class ServerMetrics: Sendable {
                 if total > previous { counter.increment(by: Int64(total - previous)) }
                 state.totals[key] = max(previous, total)
             }
+            // The WebSocket layer counts messages over the size limit per loop; they are limits hit like the others.
+            let tooBig = sum(\.webSocketFailures.tooBig)
+            let previous = state.totals["max-message-size"] ?? 0
+            if tooBig > previous { self.limits[.maxMessageSize]?.increment(by: Int64(tooBig - previous)) }
+            state.totals["max-message-size"] = max(previous, tooBig)
         }
     }
 
