@@ -69,6 +69,9 @@ public final class LoopBroker: @unchecked Sendable {
 
     public var connectionCount: Int { self.connections.count }
 
+    /// The connections on this loop (for the admin API).
+    public var registeredConnections: [any ServerConnection] { Array(self.connections.values) }
+
     func shutdownConnections() {
         for connection in Array(self.connections.values) { connection.serverIsShuttingDown() }
     }
@@ -358,6 +361,18 @@ public final class LoopBroker: @unchecked Sendable {
 
     /// Destinations and patterns with at least one subscriber on this loop.
     public var subscribedPatterns: [String] { Array(self.patternCounts.keys) }
+    /// The same, with their subscribers on this loop.
+    public var subscribedPatternCounts: [String: Int] { self.patternCounts }
+
+    /// Deletes the ready messages of queue `destination`, owned by this loop; nil when there is no such queue.
+    public func purgeQueue(_ destination: String) -> Int? {
+        self.queueHost.purge(destination)
+    }
+
+    /// Moves dead-letter queue `destination`'s ready messages back to their queues; nil when there is no such queue.
+    public func redriveQueue(_ destination: String) -> Int? {
+        self.queueHost.redrive(destination)
+    }
 
     /// The index of the loop that owns queue `destination`.
     public func queueOwner(_ destination: String) -> Int {

@@ -203,6 +203,14 @@ public struct MessageQueue {
         return true
     }
 
+    /// Takes every ready message out (a purge, or a dead-letter queue moved back); unacknowledged ones stay.
+    public mutating func removeAllReady() -> [QueuedMessage] {
+        var removed: [QueuedMessage] = []
+        removed.reserveCapacity(self.ready.count)
+        while !self.ready.isEmpty { removed.append(self.removeFirstReady()) }
+        return removed
+    }
+
     /// NACK: back to the front of the queue (`requeue`), or to the dead-letter queue.
     public mutating func reject(_ tags: [UInt64], requeue: Bool) -> [DeadLetter] {
         guard !requeue else { return self.requeue(tags, countsAsDelivery: true) }

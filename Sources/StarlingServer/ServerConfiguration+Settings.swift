@@ -192,6 +192,7 @@ extension ServerConfiguration {
         for table in document.policies { try configuration.addPolicy(table) }
         if let table = document.sections["auth"] { try configuration.setAuth(table) }
         if let table = document.sections["tls"] { try configuration.setTLS(table) }
+        if let table = document.sections["admin"] { try configuration.setAdmin(table) }
         for table in document.acls { configuration.accessRules.append(try AccessRule(table)) }
         return (configuration, logLevel)
     }
@@ -292,7 +293,7 @@ enum ConfigFile {
     }
 
     /// The tables that appear at most once.
-    static let sectionNames: Set<String> = ["auth", "tls"]
+    static let sectionNames: Set<String> = ["auth", "tls", "admin"]
 
     static func parse(_ text: String, file: String) throws(ServerConfiguration.SettingError) -> Document {
         var document = Document()

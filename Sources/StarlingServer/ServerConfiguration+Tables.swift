@@ -94,3 +94,28 @@ extension ServerConfiguration {
         host == "localhost" || host == "::1" || host == "[::1]" || host.hasPrefix("127.")
     }
 }
+
+extension ServerConfiguration {
+    /// The `[admin]` table: `token` (or `token-file`), the admin API's bearer token.
+    mutating func setAdmin(_ table: ConfigFile.Table) throws(SettingError) {
+        var token: String?
+        for entry in table.entries {
+            switch entry.key {
+            case "token":
+                token = entry.value
+            case "token-file":
+                guard let text = try? String(contentsOfFile: entry.value, encoding: .utf8) else {
+                    throw SettingError("\(entry.location): token-file: cannot read '\(entry.value)'")
+                }
+                token = text.trimmingCharacters(in: .whitespacesAndNewlines)
+            default:
+                throw SettingError("\(entry.location): unknown [admin] key '\(entry.key)' (expected token, token-file)")
+            }
+        }
+        guard let token else { throw SettingError("\(table.location): [admin] needs token or token-file") }
+        guard token.utf8.count >= 16, token.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
+            throw SettingError("\(table.location): the admin token must be at least 16 printable characters, without spaces")
+        }
+        self.adminToken = token
+    }
+}

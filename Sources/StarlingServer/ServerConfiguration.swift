@@ -23,6 +23,8 @@ public struct ServerConfiguration: Sendable {
     public var limits = Limits()
     /// The `[auth]` table; nil when the file has none.
     public var auth: Auth?
+    /// `[admin] token`: the bearer token of the admin API; nil = the API is off.
+    public var adminToken: String?
     /// The `[tls]` table; nil = no TLS listeners.
     public var tls: TLS?
     /// `[[acl]]` tables, first match wins; none = every connected user may do everything.

@@ -33,7 +33,7 @@ public final class StarlingServer: Service, Sendable {
     private let listeners = NIOLockedValueBox<[any Channel]>([])
     private let stopped = ManagedAtomic(false)
     /// One per event loop, in the broker's loop order; each is touched only on its loop.
-    private let perLoop: PerLoopResources
+    let perLoop: PerLoopResources
     private let connectionTemplate: STOMPConnection.Settings
     private let store: SQLiteMessageStore?
     /// Where CONNECTs' passwords are checked (PBKDF2 is too slow for an event loop); nil without a users file.
@@ -217,7 +217,10 @@ public final class StarlingServer: Service, Sendable {
             echoPath: self.configuration.echoPath,
             draining: self.draining,
             renderMetrics: { self.metrics.scrape(broker: self.broker, loops: self.perLoop.metrics) },
-            metrics: self.metrics
+            metrics: self.metrics,
+            admin: AdminAPI(
+                token: self.configuration.adminToken, operations: self, maxBodySize: self.configuration.limits.maxBodySize * 2 + 64 * 1024
+            )
         )
         return try await self.bootstrap()
             .childChannelInitializer { channel in
@@ -373,6 +376,22 @@ public final class StarlingServer: Service, Sendable {
         )
     }
 
+    /// The admin API's session on `loop` (`AdminPublisher`): no login check, no access rules, no frame rate limit, no
+    /// heart-beats; its messages carry `user-name:admin`.
+    func makeAdminConnection(loop: LoopBroker, transport: any STOMPTransport) -> STOMPConnection {
+        var settings = self.connectionTemplate
+        let number = self.sessionCounter.wrappingIncrementThenLoad(ordering: .relaxed)
+        settings.session.sessionID = "\(self.nodeTag)-admin-\(number)"
+        settings.kind = .internal
+        settings.authentication = nil
+        settings.access = nil
+        settings.maxFrameRate = 0
+        return STOMPConnection(
+            loop: loop, clock: self.perLoop.clocks[loop.index], metrics: self.perLoop.metrics[loop.index], transport: transport,
+            settings: settings, logger: self.logger
+        )
+    }
+
     /// What every connection starts from (all but its session id and transport), built once.
     private static func connectionTemplate(_ configuration: ServerConfiguration) -> STOMPConnection.Settings {
         var session = SessionStateMachine.Configuration(sessionID: "")
@@ -404,7 +423,7 @@ public final class StarlingServer: Service, Sendable {
 /// What each event loop shares among its connections: the permessage-deflate compressor, the timer clock and the
 /// counters.
 /// Index i belongs to loop i and is used only on it, which is why the holder may be `@unchecked Sendable`.
-private final class PerLoopResources: @unchecked Sendable {
+final class PerLoopResources: @unchecked Sendable {
     let compressors: [SharedMessageCompressor]
     let clocks: [ConnectionClock]
     let metrics: [LoopMetrics]
@@ -413,6 +432,19 @@ private final class PerLoopResources: @unchecked Sendable {
         self.compressors = loops.map { _ in SharedMessageCompressor(memoryLevel: memoryLevel) }
         self.clocks = loops.map { ConnectionClock(eventLoop: $0) }
         self.metrics = loops.map { _ in LoopMetrics(server: metrics) }
+        self.publishers = loops.map { _ in nil }
+    }
+
+    /// The admin API's publisher of each loop, made by the first admin publish on it.
+    private var publishers: [AdminPublisher?]
+
+    /// Call on `loop`.
+    func publisher(on loop: LoopBroker, makeConnection: @escaping (LoopBroker, any STOMPTransport) -> STOMPConnection) -> AdminPublisher {
+        loop.eventLoop.preconditionInEventLoop()
+        if let publisher = self.publishers[loop.index] { return publisher }
+        let publisher = AdminPublisher(loop: loop, makeConnection: makeConnection)
+        self.publishers[loop.index] = publisher
+        return publisher
     }
 }
 

@@ -1,3 +1,4 @@
+import Foundation
 import Atomics
 import NIOCore
 import NIOHTTP1
@@ -17,10 +18,16 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         /// Renders `GET /metrics` (Prometheus text format), collecting from every event loop.
         var renderMetrics: @Sendable () -> EventLoopFuture<[UInt8]>
         var metrics: ServerMetrics
+        /// `/api/v1/...`.
+        var admin: AdminAPI
     }
 
     private let routes: Routes
     private var request: HTTPRequestHead?
+    /// The body of an admin API request (other routes take none: theirs is read and dropped).
+    private var body: ByteBuffer?
+    /// True once the body went past the admin API's limit: the request is answered 413 at its end.
+    private var bodyTooLarge = false
 
     init(routes: Routes) {
         self.routes = routes
@@ -34,11 +41,25 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         switch self.unwrapInboundIn(data) {
         case .head(let head):
             self.request = head
-        case .body:
-            break  // No route takes a body yet; it is read and dropped.
+            self.body = Self.path(of: head.uri).hasPrefix(AdminAPI.prefix) ? ByteBuffer() : nil
+            self.bodyTooLarge = false
+        case .body(var part):
+            // Only the admin API takes a body, up to its limit; anything else is read and dropped.
+            guard self.body != nil, !self.bodyTooLarge else { return }
+            if self.body!.readableBytes + part.readableBytes > self.routes.admin.maxBodySize {
+                self.bodyTooLarge = true
+                self.body = ByteBuffer()
+                return
+            }
+            self.body!.writeBuffer(&part)
         case .end:
             guard let request = self.request else { return }
             self.request = nil
+            if let body = self.body {
+                self.body = nil
+                self.respondAdmin(to: request, body: body, context: context)
+                return
+            }
             self.respond(to: request, context: context)
         }
     }
@@ -103,6 +124,38 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         self.send(.notFound, body: "not found\n", request: request, context: context)
+    }
+
+    /// `/api/...`: the admin API answers (asynchronously: it may need every loop); the reply is written here.
+    private func respondAdmin(to request: HTTPRequestHead, body: ByteBuffer, context: ChannelHandlerContext) {
+        if self.bodyTooLarge {
+            let reply = AdminAPI.Response.error(.payloadTooLarge, "too_large", "the request body is over \(self.routes.admin.maxBodySize) bytes")
+            self.send(reply.status, headers: ["Content-Type": "application/json"], body: reply.body, request: request, context: context)
+            return
+        }
+        let (path, query) = Self.split(request.uri)
+        let apiRequest = AdminAPI.Request(
+            method: request.method, path: path, query: query, authorization: request.headers.first(name: "Authorization"), body: body
+        )
+        self.routes.admin.handle(apiRequest, on: context.eventLoop).hop(to: context.eventLoop).assumeIsolated().whenComplete { result in
+            let reply = (try? result.get()) ?? .error(.serviceUnavailable, "unavailable", "the server is stopping")
+            var headers: HTTPHeaders = ["Content-Type": "application/json", "Cache-Control": "no-store"]
+            for (name, value) in reply.headers { headers.add(name: name, value: value) }
+            self.send(reply.status, headers: headers, body: reply.body, request: request, context: context)
+        }
+    }
+
+    /// The path and the query parameters (percent-decoded, `+` as space) of a request URI.
+    static func split(_ uri: String) -> (path: String, query: [String: String]) {
+        let path = Self.path(of: uri)
+        guard let mark = uri.firstIndex(of: "?") else { return (path, [:]) }
+        var query: [String: String] = [:]
+        for pair in uri[uri.index(after: mark)...].prefix(while: { $0 != "#" }).split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let decode = { (text: Substring) in String(text).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String(text) }
+            query[decode(parts[0])] = parts.count > 1 ? decode(parts[1]) : ""
+        }
+        return (path, query)
     }
 
     private func send(_ status: HTTPResponseStatus, headers: HTTPHeaders = [:], body: String, request: HTTPRequestHead, context: ChannelHandlerContext) {

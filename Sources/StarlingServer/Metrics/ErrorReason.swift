@@ -8,6 +8,8 @@ enum ErrorReason: String, CaseIterable {
     case token
     case slowConsumer = "slow_consumer"
     case shutdown
+    /// A connection ended through the admin API.
+    case admin
 }
 
 /// A limit a client ran into, for `starling_limits_hit_total{limit}`; named as its setting.
@@ -43,6 +45,7 @@ extension ErrorReason {
             ("too much data held", .limit, .maxHeldInput),
             ("no CONNECT frame within", .limit, .connectTimeout),
             ("slow consumer", .slowConsumer, .maxPendingBytes),
+            ("disconnected by an administrator", .admin, nil),
             // `STOMPParseError` descriptions of the parser's limits.
             ("Body larger than", .limit, .maxBodySize),
             ("More than", .limit, .maxHeaderCount),

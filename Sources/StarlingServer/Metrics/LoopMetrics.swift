@@ -66,6 +66,11 @@ final class LoopMetrics {
 /// How a client is connected, for the `transport`, `tls` and `deflate` labels.
 enum ConnectionKind: Int, CaseIterable {
     case tcp, tcpTLS, webSocket, webSocketDeflate, webSocketTLS, webSocketTLSDeflate
+    /// The admin API's own session (`AdminPublisher`): not a client, not reported.
+    case `internal`
+
+    /// What the `connections` metrics report.
+    static let clientKinds = allCases.filter { $0 != .internal }
 
     init(webSocket: Bool, tls: Bool, deflate: Bool) {
         self = switch (webSocket, tls, deflate) {
@@ -87,11 +92,12 @@ enum ConnectionKind: Int, CaseIterable {
         case .webSocketDeflate: "ws+deflate"
         case .webSocketTLS: "wss"
         case .webSocketTLSDeflate: "wss+deflate"
+        case .internal: "internal"
         }
     }
 
     var labels: [(String, String)] {
-        let webSocket = self.rawValue >= ConnectionKind.webSocket.rawValue
+        let webSocket = self == .webSocket || self == .webSocketDeflate || self == .webSocketTLS || self == .webSocketTLSDeflate
         let tls = self == .tcpTLS || self == .webSocketTLS || self == .webSocketTLSDeflate
         let deflate = self == .webSocketDeflate || self == .webSocketTLSDeflate
         return [("transport", webSocket ? "ws" : "tcp"), ("tls", tls ? "true" : "false"), ("deflate", deflate ? "true" : "false")]

@@ -18,7 +18,7 @@ final class ServerMetrics: Sendable {
     let queueLabelLimit: Int
     private let errors: [ErrorReason: Counter]
     private let limits: [LimitName: Counter]
-    private let opened: [Counter]
+    private let opened: [ConnectionKind: Counter]
     private let authFailures: Counter
     let deliveryLatency: DurationHistogram
     let eventLoopLag: DurationHistogram
@@ -35,7 +35,7 @@ final class ServerMetrics: Sendable {
         let limitName = Self.name("limits_hit", "total", "Times a client ran into a limit, by the setting that set it")
         self.limits = Dictionary(uniqueKeysWithValues: LimitName.allCases.map { ($0, registry.makeCounter(descriptor: limitName, labels: [("limit", $0.rawValue)])) })
         let openedName = Self.name("connections_opened", "total", "Connections accepted, by transport")
-        self.opened = ConnectionKind.allCases.map { registry.makeCounter(descriptor: openedName, labels: $0.labels) }
+        self.opened = Dictionary(uniqueKeysWithValues: ConnectionKind.clientKinds.map { ($0, registry.makeCounter(descriptor: openedName, labels: $0.labels)) })
         self.authFailures = registry.makeCounter(descriptor: Self.name("auth_failures", "total", "CONNECTs refused: wrong login or passcode, bad token, or too many failures"))
         let latencyBuckets: [Duration] = [
             .microseconds(50), .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1), .microseconds(2500),
@@ -66,7 +66,7 @@ final class ServerMetrics: Sendable {
 
     func error(_ reason: ErrorReason) { self.errors[reason]?.increment() }
     func limitHit(_ limit: LimitName) { self.limits[limit]?.increment() }
-    func opened(_ kind: ConnectionKind) { self.opened[kind.rawValue].increment() }
+    func opened(_ kind: ConnectionKind) { self.opened[kind]?.increment() }
     func authFailed() { self.authFailures.increment() }
 
     // MARK: scrape
@@ -111,7 +111,7 @@ final class ServerMetrics: Sendable {
 
         let registry = self.registry
         let connectionsName = Self.name("connections", "", "Open client connections, by transport")
-        for kind in ConnectionKind.allCases {
+        for kind in ConnectionKind.clientKinds {
             registry.makeGauge(descriptor: connectionsName, labels: kind.labels).set(Double(sum { $0.connections[kind.rawValue] }))
         }
         registry.makeGauge(descriptor: Self.name("sessions", "", "STOMP sessions past CONNECTED")).set(Double(sum(\.sessions)))

@@ -1,0 +1,224 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import StarlingBroker
+
+/// The admin HTTP API under `/api/v1/` (docs/admin-api.md, docs/openapi.yaml): JSON in and out, a bearer token
+/// (`[admin] token`) on every request, errors as `{"error": ..., "reason": ...}` with the matching status.
+final class AdminAPI: Sendable {
+    struct Response: Sendable {
+        var status: HTTPResponseStatus
+        /// JSON.
+        var body: ByteBuffer
+        var headers: [(String, String)] = []
+
+        init(status: HTTPResponseStatus, json: some Encodable) {
+            self.status = status
+            self.body = AdminAPI.encode(json)
+        }
+
+        static func error(_ status: HTTPResponseStatus, _ code: String, _ reason: String) -> Response {
+            Response(status: status, json: ["error": code, "reason": reason])
+        }
+    }
+
+    /// What a request carries that the API reads.
+    struct Request {
+        var method: HTTPMethod
+        var path: String
+        var query: [String: String]
+        var authorization: String?
+        var body: ByteBuffer
+    }
+
+    private let token: [UInt8]?
+    private let operations: AdminOperations
+    /// Largest request body (a publish's JSON: the STOMP body limit plus room for headers and escaping).
+    let maxBodySize: Int
+
+    init(token: String?, operations: AdminOperations, maxBodySize: Int) {
+        self.token = token.map { Array($0.utf8) }
+        self.operations = operations
+        self.maxBodySize = maxBodySize
+    }
+
+    static let prefix = "/api/"
+
+    func handle(_ request: Request, on eventLoop: any EventLoop) -> EventLoopFuture<Response> {
+        guard let token = self.token else {
+            return eventLoop.makeSucceededFuture(.error(.notFound, "disabled", "the admin API is off: set [admin] token in the config file"))
+        }
+        guard let presented = Self.bearer(request.authorization), Self.constantTimeEqual(Array(presented.utf8), token) else {
+            var response = Response.error(.unauthorized, "unauthorized", "an admin token is required: Authorization: Bearer <token>")
+            response.headers = [("WWW-Authenticate", "Bearer realm=\"starling-admin\"")]
+            return eventLoop.makeSucceededFuture(response)
+        }
+        let parts = request.path.split(separator: "/", omittingEmptySubsequences: true).map { $0.removingPercentEncoding ?? String($0) }
+        guard parts.count >= 3, parts[0] == "api", parts[1] == "v1" else {
+            return eventLoop.makeSucceededFuture(.error(.notFound, "not_found", "no such endpoint: \(request.path) (see docs/admin-api.md)"))
+        }
+        let route = Array(parts.dropFirst(2))
+        switch (request.method, route.count, route[0]) {
+        case (.POST, 1, "publish"):
+            return self.publish(request, on: eventLoop)
+        case (.GET, 1, "connections"):
+            let limit = request.query["limit"].flatMap(Int.init) ?? 1000
+            return self.operations.connections(user: request.query["user"], limit: max(0, limit), on: eventLoop)
+                .map { Response(status: .ok, json: $0) }
+        case (.DELETE, 2, "connections"):
+            return self.operations.disconnect(session: route[1], on: eventLoop).map { found in
+                found ? Response(status: .ok, json: ["disconnected": route[1]])
+                    : .error(.notFound, "not_found", "no connection with session id '\(route[1])'")
+            }
+        case (.GET, 1, "queues"):
+            return self.operations.queues(on: eventLoop).map { Response(status: .ok, json: ["queues": $0]) }
+        case (.GET, 2, "queues"):
+            let name = Self.queueName(route[1])
+            return self.operations.queues(on: eventLoop).map { queues in
+                if let queue = queues.first(where: { $0.name == name }) { return Response(status: .ok, json: queue) }
+                return .error(.notFound, "not_found", "no queue '\(name)'")
+            }
+        case (.DELETE, 3, "queues") where route[2] == "messages":
+            let name = Self.queueName(route[1])
+            return self.operations.purge(queue: name, on: eventLoop).map { purged in
+                guard let purged else { return .error(.notFound, "not_found", "no queue '\(name)'") }
+                return Response(status: .ok, json: QueueChange(queue: name, purged: purged))
+            }
+        case (.POST, 3, "queues") where route[2] == "redrive":
+            let name = Self.queueName(route[1])
+            return self.operations.redrive(deadLetterQueue: name, on: eventLoop).map { moved in
+                guard let moved else { return .error(.notFound, "not_found", "no queue '\(name)'") }
+                return Response(status: .ok, json: QueueChange(queue: name, moved: moved))
+            }
+        case (.GET, 1, "destinations"):
+            return self.operations.destinations(on: eventLoop).map { Response(status: .ok, json: ["subscribed": $0]) }
+        case (_, _, "publish"), (_, _, "connections"), (_, _, "queues"), (_, _, "destinations"):
+            return eventLoop.makeSucceededFuture(
+                .error(.methodNotAllowed, "method_not_allowed", "\(request.method.rawValue) is not allowed on \(request.path)")
+            )
+        default:
+            return eventLoop.makeSucceededFuture(.error(.notFound, "not_found", "no such endpoint: \(request.path) (see docs/admin-api.md)"))
+        }
+    }
+
+    /// `{"destination": "/topic/x", "body": "...", "headers": {"k": "v"}}`; `body` is text (UTF-8), or base64 in
+    /// `body_base64` for binary.
+    private func publish(_ request: Request, on eventLoop: any EventLoop) -> EventLoopFuture<Response> {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(request.body.readableBytesView)) as? [String: Any] else {
+            return eventLoop.makeSucceededFuture(.error(.badRequest, "bad_request", "expected a JSON object: {\"destination\": ..., \"body\": ...}"))
+        }
+        guard let destination = object["destination"] as? String, !destination.isEmpty else {
+            return eventLoop.makeSucceededFuture(.error(.badRequest, "bad_request", "'destination' (a string) is required"))
+        }
+        var body = ByteBuffer()
+        if let text = object["body"] as? String {
+            body.writeString(text)
+        } else if let encoded = object["body_base64"] as? String {
+            guard let data = Data(base64Encoded: encoded) else {
+                return eventLoop.makeSucceededFuture(.error(.badRequest, "bad_request", "'body_base64' is not valid base64"))
+            }
+            body.writeBytes(data)
+        } else if object["body"] != nil {
+            return eventLoop.makeSucceededFuture(.error(.badRequest, "bad_request", "'body' must be a string (use 'body_base64' for binary)"))
+        }
+        var headers: [(String, String)] = []
+        if let given = object["headers"] {
+            guard let dictionary = given as? [String: Any] else {
+                return eventLoop.makeSucceededFuture(.error(.badRequest, "bad_request", "'headers' must be an object of strings"))
+            }
+            for (name, value) in dictionary.sorted(by: { $0.key < $1.key }) {
+                let text: String
+                switch value {
+                case let string as String: text = string
+                case let number as NSNumber: text = number.stringValue
+                default:
+                    return eventLoop.makeSucceededFuture(.error(.badRequest, "bad_request", "header '\(name)' must be a string, number or boolean"))
+                }
+                headers.append((name, text))
+            }
+        }
+        return self.operations.publish(destination: destination, headers: headers, body: body, on: eventLoop).map { outcome in
+            switch outcome {
+            case .accepted:
+                return Response(status: .ok, json: ["published": destination])
+            case .refused(let reason):
+                return .error(.unprocessableEntity, "refused", reason)
+            }
+        }
+    }
+
+    /// A queue named in a path: `orders` is `/queue/orders`; a full destination may be given percent-encoded.
+    static func queueName(_ segment: String) -> String {
+        segment.hasPrefix("/") ? segment : QueueName.prefix + segment
+    }
+
+    static func bearer(_ authorization: String?) -> String? {
+        guard let authorization, authorization.count > 7, authorization.lowercased().hasPrefix("bearer ") else { return nil }
+        return String(authorization.dropFirst(7)).trimmingCharacters(in: .whitespaces)
+    }
+
+    /// Compares in time that depends only on the lengths, so a wrong token reveals nothing of the right one.
+    static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        var difference = UInt8(a.count == b.count ? 0 : 1)
+        for index in 0..<max(a.count, b.count) {
+            difference |= (index < a.count ? a[index] : 0) ^ (index < b.count ? b[index] : 0)
+        }
+        return difference == 0
+    }
+
+    /// JSON bytes of a response.
+    static func encode(_ json: some Encodable) -> ByteBuffer {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let data = (try? encoder.encode(json)) ?? Data("{}".utf8)
+        var buffer = ByteBuffer(bytes: data)
+        buffer.writeString("\n")
+        return buffer
+    }
+}
+
+/// What the admin API does to the broker and the connections, across the event loops. Implemented by the server.
+protocol AdminOperations: Sendable {
+    func publish(destination: String, headers: [(String, String)], body: ByteBuffer, on eventLoop: any EventLoop) -> EventLoopFuture<AdminPublisher.Outcome>
+    func connections(user: String?, limit: Int, on eventLoop: any EventLoop) -> EventLoopFuture<ConnectionList>
+    func disconnect(session: String, on eventLoop: any EventLoop) -> EventLoopFuture<Bool>
+    func queues(on eventLoop: any EventLoop) -> EventLoopFuture<[QueueInfo]>
+    func purge(queue: String, on eventLoop: any EventLoop) -> EventLoopFuture<Int?>
+    func redrive(deadLetterQueue: String, on eventLoop: any EventLoop) -> EventLoopFuture<Int?>
+    func destinations(on eventLoop: any EventLoop) -> EventLoopFuture<[DestinationInfo]>
+}
+
+struct ConnectionInfo: Codable, Sendable {
+    var session: String
+    var transport: String
+    var remote: String?
+    var user: String?
+    /// The STOMP version, once CONNECTED.
+    var version: String?
+    var subscriptions: Int
+}
+
+struct ConnectionList: Codable, Sendable {
+    /// All open connections; `connections` holds at most the request's `limit` of them.
+    var total: Int
+    var connections: [ConnectionInfo]
+}
+
+struct QueueInfo: Codable, Sendable {
+    var name: String
+    var ready: Int
+    var unacked: Int
+    var consumers: Int
+}
+
+struct DestinationInfo: Codable, Sendable {
+    /// A destination or pattern with subscribers.
+    var pattern: String
+    var subscribers: Int
+}
+
+struct QueueChange: Codable, Sendable {
+    var queue: String
+    var purged: Int?
+    var moved: Int?
+}
