@@ -36,8 +36,6 @@ public final class LoopBroker: @unchecked Sendable {
     private(set) var queueHost: QueueHost!
     /// The rooms this loop owns.
     private(set) var roomHost: RoomHost!
-    /// Deliveries, for metrics.
-    public internal(set) var statistics = LoopStatistics()
     /// Gets each delivered batch's latency; nil = not measured (no clock read).
     public var latencyRecorder: (any DeliveryLatencyRecorder)?
 
@@ -229,11 +227,9 @@ public final class LoopBroker: @unchecked Sendable {
     /// Writes `messages` to one subscriber and marks its connection for the flush at the end of the batch.
     private func write(_ messages: ArraySlice<BrokerMessage>, to subscription: TopicSubscription) {
         if let cursor = subscription.cursor {
-            self.statistics.streamDeliveries &+= messages.count
             self.writeStream(messages, to: subscription, cursor: cursor)
             return
         }
-        self.statistics.topicDeliveries &+= messages.count
         subscription.sink.deliver(messages, to: subscription)
         self.markDirty(subscription.sink)
     }
@@ -363,6 +359,21 @@ public final class LoopBroker: @unchecked Sendable {
     public var subscribedPatterns: [String] { Array(self.patternCounts.keys) }
     /// The same, with their subscribers on this loop.
     public var subscribedPatternCounts: [String: Int] { self.patternCounts }
+
+    /// The rooms and topics with history this loop owns.
+    public func roomSummaries() -> [RoomSummary] {
+        self.roomHost.summaries()
+    }
+
+    /// The members of room `stream` if this loop owns it.
+    public func roomMembers(_ stream: String) -> [RoomMember]? {
+        self.roomHost.members(of: stream)
+    }
+
+    /// The index of the loop that owns room (or topic with history) `stream`.
+    public func roomOwner(_ stream: String) -> Int {
+        self.roomHost.owner(of: stream)
+    }
 
     /// Deletes the ready messages of queue `destination`, owned by this loop; nil when there is no such queue.
     public func purgeQueue(_ destination: String) -> Int? {

@@ -1,11 +1,3 @@
-/// Counts one loop's broker keeps for metrics. Touched only on the loop; the server reads them there.
-public struct LoopStatistics: Sendable {
-    /// MESSAGE frames written to topic subscribers (`/user/` destinations included).
-    public var topicDeliveries = 0
-    /// MESSAGE frames written to room subscribers and to subscribers of topics that keep history.
-    public var streamDeliveries = 0
-}
-
 /// Where a loop reports how long its deliveries took: from publish to the end of the delivering loop's flush, once
 /// per delivered batch (for its oldest message). Called on the loop.
 public protocol DeliveryLatencyRecorder: AnyObject, Sendable {
@@ -18,4 +10,23 @@ public struct QueueStatistics: Sendable {
     public var ready: Int
     public var unacked: Int
     public var consumers: Int
+}
+
+/// A room (or topic with history) as its owning loop sees it.
+public struct RoomSummary: Sendable {
+    public var stream: String
+    public var members: Int
+    /// The offset of its newest message (0: none yet).
+    public var lastOffset: UInt64
+    /// Messages kept for history and resume.
+    public var kept: Int
+}
+
+/// One user present in a room.
+public struct RoomMember: Sendable {
+    public var user: String
+    /// The metadata of the user's most recent join or update (`x-presence-*`).
+    public var meta: [String: String]
+    /// The user's connections (sessions and subscriptions) in the room.
+    public var connections: Int
 }

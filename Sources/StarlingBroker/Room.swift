@@ -44,6 +44,9 @@ final class Room: @unchecked Sendable {
         self.policy = policy
     }
 
+    /// Messages kept for history and resume.
+    var keptCount: Int { self.history.count }
+
     /// True when the room holds nothing worth keeping: no member and no kept message.
     var isEmpty: Bool { self.members.isEmpty && self.history.isEmpty }
 

@@ -105,6 +105,18 @@ final class RoomHost: @unchecked Sendable {
         self.limits = limits
     }
 
+    /// The rooms and topics with history this loop owns (for the admin API).
+    func summaries() -> [RoomSummary] {
+        self.rooms.values.map { RoomSummary(stream: $0.stream, members: $0.members.count, lastOffset: $0.lastOffset, kept: $0.keptCount) }
+    }
+
+    /// The members of room `stream` with their metadata and connection counts; nil when this loop holds no such room.
+    func members(of stream: String) -> [RoomMember]? {
+        guard let room = self.rooms[stream] else { return nil }
+        return room.members.map { RoomMember(user: $0.key, meta: $0.value.meta, connections: $0.value.connections.count) }
+            .sorted { $0.user < $1.user }
+    }
+
     /// Whether a topic has a history policy, by destination: looked up once per destination, not per SEND.
     private var topicHistoryCache: [String: Bool] = [:]
 

@@ -58,6 +58,25 @@ extension StarlingServer: AdminOperations {
         }
     }
 
+    func rooms(on eventLoop: any EventLoop) -> EventLoopFuture<[RoomInfo]> {
+        self.onEveryLoop(eventLoop) { loop in
+            loop.roomSummaries().map {
+                RoomInfo(
+                    name: $0.stream.hasPrefix(RoomName.roomPrefix) ? String($0.stream.dropFirst(RoomName.roomPrefix.count)) : $0.stream,
+                    destination: $0.stream, members: $0.members, lastOffset: $0.lastOffset, kept: $0.kept
+                )
+            }
+        }.map { $0.flatMap { $0 }.sorted { $0.destination < $1.destination } }
+    }
+
+    func presence(room: String, on eventLoop: any EventLoop) -> EventLoopFuture<[PresenceInfo]?> {
+        let stream = room.hasPrefix("/") ? room : RoomName.roomPrefix + room
+        let owner = self.broker.loops[self.broker.loops[0].roomOwner(stream)]
+        return owner.eventLoop.submit {
+            owner.roomMembers(stream)?.map { PresenceInfo(user: $0.user, meta: $0.meta, connections: $0.connections) }
+        }.hop(to: eventLoop)
+    }
+
     /// `body` run on every loop (in loop order), the results joined on `eventLoop`.
     private func onEveryLoop<Result: Sendable>(
         _ eventLoop: any EventLoop, _ body: @escaping @Sendable (LoopBroker) -> Result

@@ -90,9 +90,17 @@ final class AdminAPI: Sendable {
                 guard let moved else { return .error(.notFound, "not_found", "no queue '\(name)'") }
                 return Response(status: .ok, json: QueueChange(queue: name, moved: moved))
             }
+        case (.GET, 1, "rooms"):
+            return self.operations.rooms(on: eventLoop).map { Response(status: .ok, json: ["rooms": $0]) }
+        case (.GET, 2, "rooms"):
+            let name = route[1]
+            return self.operations.presence(room: name, on: eventLoop).map { members in
+                guard let members else { return .error(.notFound, "not_found", "no room '\(name)' (a room exists while it has members or history)") }
+                return Response(status: .ok, json: RoomPresence(room: name, members: members))
+            }
         case (.GET, 1, "destinations"):
             return self.operations.destinations(on: eventLoop).map { Response(status: .ok, json: ["subscribed": $0]) }
-        case (_, _, "publish"), (_, _, "connections"), (_, _, "queues"), (_, _, "destinations"):
+        case (_, _, "publish"), (_, _, "connections"), (_, _, "queues"), (_, _, "destinations"), (_, _, "rooms"):
             return eventLoop.makeSucceededFuture(
                 .error(.methodNotAllowed, "method_not_allowed", "\(request.method.rawValue) is not allowed on \(request.path)")
             )
@@ -186,6 +194,29 @@ protocol AdminOperations: Sendable {
     func purge(queue: String, on eventLoop: any EventLoop) -> EventLoopFuture<Int?>
     func redrive(deadLetterQueue: String, on eventLoop: any EventLoop) -> EventLoopFuture<Int?>
     func destinations(on eventLoop: any EventLoop) -> EventLoopFuture<[DestinationInfo]>
+    func rooms(on eventLoop: any EventLoop) -> EventLoopFuture<[RoomInfo]>
+    func presence(room: String, on eventLoop: any EventLoop) -> EventLoopFuture<[PresenceInfo]?>
+}
+
+struct RoomInfo: Codable, Sendable {
+    /// `<name>` of `/room/<name>` (a topic with history: its destination).
+    var name: String
+    var destination: String
+    var members: Int
+    var lastOffset: UInt64
+    /// Messages kept for history and resume.
+    var kept: Int
+}
+
+struct PresenceInfo: Codable, Sendable {
+    var user: String
+    var meta: [String: String]
+    var connections: Int
+}
+
+struct RoomPresence: Codable, Sendable {
+    var room: String
+    var members: [PresenceInfo]
 }
 
 struct ConnectionInfo: Codable, Sendable {

@@ -52,6 +52,7 @@ extension STOMPConnection {
         }
         transport.write(head: head, body: message.shared(for: version), isText: message.isUTF8)
         self.wroteSinceTick = true
+        if subscription.cursor != nil { self.metrics.streamDeliveries &+= 1 } else { self.metrics.topicDeliveries &+= 1 }
     }
 
     /// Past `max-pending-bytes` held: the client is not reading. DESIGN.md: ERROR, then close.

@@ -383,6 +383,7 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
             self.deliverPaced(messages, to: subscription)
             return
         }
+        self.metrics.topicDeliveries &+= messages.count
         let version = self.version
         if subscription.ackMode == .auto {
             for message in messages {

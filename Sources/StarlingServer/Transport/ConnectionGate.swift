@@ -66,6 +66,7 @@ final class ConnectionGate: ChannelInboundHandler, RemovableChannelHandler {
         let address = context.channel.remoteAddress?.ipAddress ?? "unknown"
         if let refusal = self.counter.admit(address) {
             self.metrics.limitHit(refusal.hasPrefix("too many connections from") ? .maxConnectionsPerIP : .maxConnections)
+            if self.kind == .stomp { self.metrics.error(.limit) }
             let reply = switch self.kind {
             case .stomp: "ERROR\nmessage:\(refusal)\n\n\0"
             case .http: "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: \(refusal.utf8.count + 1)\r\nconnection: close\r\n\r\n\(refusal)\n"
