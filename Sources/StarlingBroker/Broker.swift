@@ -38,10 +38,11 @@ public final class Broker: Sendable {
         preconditionFailure("event loop \(eventLoop) is not one of the broker's loops")
     }
 
-    /// Tells every registered connection on every loop that the server is shutting down.
-    public func shutdownConnections() {
+    /// Tells every registered connection on every loop that the server is shutting down: all at once, or spread
+    /// evenly over `window` so that their reconnects do not reach the next node all at once.
+    public func shutdownConnections(spreadOver window: TimeAmount = .zero) {
         for loop in self.loops {
-            loop.eventLoop.execute { loop.shutdownConnections() }
+            loop.eventLoop.execute { loop.shutdownConnections(spreadOver: window) }
         }
     }
 

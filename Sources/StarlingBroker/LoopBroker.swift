@@ -70,8 +70,24 @@ public final class LoopBroker: @unchecked Sendable {
     /// The connections on this loop (for the admin API).
     public var registeredConnections: [any ServerConnection] { Array(self.connections.values) }
 
-    func shutdownConnections() {
-        for connection in Array(self.connections.values) { connection.serverIsShuttingDown() }
+    /// Ends every connection of this loop, in equal batches spread evenly over `window` (at least 50 ms apart);
+    /// those still open keep being served until their turn.
+    func shutdownConnections(spreadOver window: TimeAmount) {
+        let connections = Array(self.connections.values)
+        guard !connections.isEmpty else { return }
+        let batches = max(1, min(connections.count, Int(window.nanoseconds / TimeAmount.milliseconds(50).nanoseconds)))
+        let perBatch = (connections.count + batches - 1) / batches
+        let interval = TimeAmount.nanoseconds(window.nanoseconds / Int64(batches))
+        for (batch, start) in stride(from: 0, to: connections.count, by: perBatch).enumerated() {
+            let part = connections[start..<min(start + perBatch, connections.count)]
+            if batch == 0 {
+                for connection in part { connection.serverIsShuttingDown() }
+            } else {
+                self.eventLoop.assumeIsolated().scheduleTask(in: interval * Int64(batch)) {
+                    for connection in part { connection.serverIsShuttingDown() }
+                }
+            }
+        }
     }
 
     // MARK: subscriptions

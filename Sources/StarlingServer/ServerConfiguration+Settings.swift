@@ -44,6 +44,7 @@ extension ServerConfiguration {
         ("deflate-context-takeover", "on = one compressor per connection keeping its window; off = server_no_context_takeover, one shared compressor per event loop (default off)"),
         ("deflate-client-context-takeover", "on = clients may keep their window (an inflater per connection); off = answer client_no_context_takeover (default off)"),
         ("shutdown-timeout-ms", "how long shutdown waits for clients to close (default 5000)"),
+        ("drain-window-ms", "shutdown spreads the disconnects over this long, so reconnects reach the next node gradually (default 0: all at once)"),
         ("queue-prefetch", "unacknowledged messages per queue consumer when SUBSCRIBE has no prefetch-count (default 100; 0 = unlimited)"),
         ("queue-max-deliveries", "deliveries of a queue message before it goes to the dead-letter queue (default 5)"),
         ("queue-max-length", "ready messages a queue holds at most (default 100000)"),
@@ -118,6 +119,7 @@ extension ServerConfiguration {
         case "deflate-window-bits": self.webSocket.deflateWindowBits = try integer(9...15)
         case "deflate-memory-level": self.webSocket.deflateMemoryLevel = try integer(1...9)
         case "shutdown-timeout-ms": self.shutdownTimeout = .milliseconds(Int64(try integer(0...600_000)))
+        case "drain-window-ms": self.drainWindow = .milliseconds(Int64(try integer(0...3_600_000)))
         case "queue-prefetch": self.queues.defaultPrefetch = try integer(0...1_000_000)
         case "queue-max-deliveries": self.queues.maxDeliveries = try integer(1...1_000_000)
         case "queue-max-length": self.queues.maxLength = try integer(1...100_000_000)

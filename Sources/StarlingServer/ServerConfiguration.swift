@@ -57,6 +57,9 @@ public struct ServerConfiguration: Sendable {
     public var idempotencyMaxKeys = 100_000
     /// How long shutdown waits for clients to finish the closing handshakes before dropping them.
     public var shutdownTimeout = TimeAmount.seconds(5)
+    /// Over how long shutdown spreads the disconnects (each client told, then closed, in turn), so reconnects do not
+    /// hit the next node all at once. 0 = all at once.
+    public var drainWindow = TimeAmount.zero
 
     public struct Limits: Sendable {
         /// Largest STOMP frame body (bytes).

@@ -30,7 +30,8 @@ public final class StarlingServer: Service, Sendable {
     private let draining = ManagedAtomic(false)
     private let sessionCounter = ManagedAtomic<UInt64>(0)
     private let nodeTag: String
-    private let listeners = NIOLockedValueBox<[any Channel]>([])
+    /// HTTP (and HTTPS) listeners stay open while draining, to answer /healthz with 503; STOMP ones close at once.
+    private let listeners = NIOLockedValueBox<(http: [any Channel], stomp: [any Channel])>(([], []))
     private let stopped = ManagedAtomic(false)
     /// One per event loop, in the broker's loop order; each is touched only on its loop.
     let perLoop: PerLoopResources
@@ -153,7 +154,7 @@ public final class StarlingServer: Service, Sendable {
             if let port = settings.port { https = try await self.bindHTTP(host: host, port: port, files: files, tls: tls) }
             if let port = settings.stompPort { stompTLS = try await self.bindSTOMP(host: host, port: port, tls: tls) }
         }
-        self.listeners.withLockedValue { $0 = [http] + [stomp, https, stompTLS].compactMap { $0 } }
+        self.listeners.withLockedValue { $0 = ([http] + (https.map { [$0] } ?? []), [stomp, stompTLS].compactMap { $0 }) }
         let addresses = BoundAddresses(
             http: http.localAddress!, stomp: stomp?.localAddress, https: https?.localAddress, stompTLS: stompTLS?.localAddress
         )
@@ -185,20 +186,23 @@ public final class StarlingServer: Service, Sendable {
         self.logger.info("tls reloaded", metadata: ["cert_file": "\(self.configuration.tls?.certificateFile ?? "")"])
     }
 
-    /// Graceful shutdown: stop accepting, report draining on /healthz, close every session (WebSocket 1001, TCP
-    /// ERROR "server shutting down"), wait for the closing handshakes up to `shutdownTimeout`, stop the loops.
+    /// Graceful shutdown: stop accepting sessions (the STOMP ports close; the HTTP ports answer /healthz and WebSocket
+    /// handshakes with 503 while draining), close every session (WebSocket 1001, TCP ERROR "server shutting down"),
+    /// spread over `drainWindow`, wait for the closing handshakes up to `shutdownTimeout`, stop the loops.
     public func shutdown() async {
         guard !self.stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
         self.draining.store(true, ordering: .relaxed)
         let listeners = self.listeners.withLockedValue { $0 }
-        for listener in listeners { try? await listener.close() }
-        self.broker.shutdownConnections()
-        let deadline = NIODeadline.now() + self.configuration.shutdownTimeout
+        for listener in listeners.stomp { try? await listener.close() }
+        self.logger.info("draining", metadata: ["window_ms": "\(self.configuration.drainWindow.nanoseconds / 1_000_000)"])
+        self.broker.shutdownConnections(spreadOver: self.configuration.drainWindow)
+        let deadline = NIODeadline.now() + self.configuration.drainWindow + self.configuration.shutdownTimeout
         while NIODeadline.now() < deadline {
             let remaining = (try? await self.broker.connectionCount()) ?? 0
             if remaining == 0 { break }
             try? await Task.sleep(for: .milliseconds(50))
         }
+        for listener in listeners.http { try? await listener.close() }
         try? await self.group.shutdownGracefully()
         // After the loops: everything they submitted is written before the store closes.
         self.store?.close()
@@ -229,6 +233,7 @@ public final class StarlingServer: Service, Sendable {
                     try channel.pipeline.syncOperations.addHandler(ConnectionGate(counter: self.connections, kind: .http, metrics: self.metrics))
                     let upgrader = WebSocketUpgrader(
                         configuration: webSocket,
+                        draining: self.draining,
                         stompPaths: routes.webSocketPaths,
                         echoPath: routes.echoPath
                     ) { context, upgrade, isEcho, bearer in

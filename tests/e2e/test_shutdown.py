@@ -87,3 +87,52 @@ def test_sigterm_idle_server_exits_0(own_server):
     srv.terminate()
     rc = srv.wait(5)
     assert rc == 0, f"exit status {rc} after SIGTERM:\n{srv.output()}"
+
+
+def test_drain_window_spreads_disconnects_and_keeps_serving_the_rest(own_server):
+    """With `drain-window-ms`, SIGTERM stops accepting and reports draining on /healthz at once, then tells the
+    clients one batch at a time over the window (ERROR `server shutting down` on TCP), and the process exits 0 after
+    the last one."""
+    import threading
+    import urllib.error
+    import urllib.request
+
+    srv = own_server(["--set", "drain-window-ms=2000"])
+    topic = f"/topic/{uid()}"
+    clients = []
+    for _ in range(20):
+        client = RawTcpStomp(srv.stomp_port)
+        assert client.connect().command == "CONNECTED"
+        client.send_frame("SUBSCRIBE", {"id": "s", "destination": topic, "receipt": "r"})
+        assert client.recv_until("RECEIPT").headers["receipt-id"] == "r"
+        clients.append(client)
+    told_at: list[float] = [0.0] * len(clients)
+
+    def watch(index: int) -> None:
+        frames = clients[index].wait_closed(15)
+        assert frames and frames[-1].command == "ERROR" and frames[-1].headers["message"] == "server shutting down", frames
+        told_at[index] = time.monotonic()
+
+    threads = [threading.Thread(target=watch, args=(i,), daemon=True) for i in range(len(clients))]
+    for thread in threads:
+        thread.start()
+    t0 = time.monotonic()
+    srv.terminate()
+    time.sleep(0.3)
+    # While draining: /healthz says so (a load balancer stops sending clients), new sessions are refused.
+    with pytest.raises(urllib.error.HTTPError) as health:
+        urllib.request.urlopen(f"http://127.0.0.1:{srv.http_port}/healthz", timeout=2)
+    assert health.value.code == 503 and health.value.read() == b"draining\n"
+    with pytest.raises(Exception) as refused:
+        ws_connect(srv.ws_url, subprotocols=["v12.stomp"], open_timeout=2, legacy=True)
+    assert "503" in str(refused.value), refused.value
+    with pytest.raises(OSError):
+        RawTcpStomp(srv.stomp_port, timeout=1).connect()
+    for thread in threads:
+        thread.join(20)
+    assert all(told_at), "every client was told"
+    spread = sorted(t - t0 for t in told_at)
+    assert spread[0] < 0.6, spread
+    assert spread[-1] > 1.2, f"the last client was told {spread[-1]:.2f} s after SIGTERM: not spread over 2 s ({spread})"
+    assert spread[len(spread) // 2] > 0.4, spread
+    assert srv.wait(10) == 0

@@ -83,6 +83,10 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         let path = Self.path(of: request.uri)
         let isWebSocketPath = self.routes.webSocketPaths.contains(path) || (self.routes.echoPath != nil && path == self.routes.echoPath)
         if isWebSocketPath {
+            if self.routes.draining.load(ordering: .relaxed) {
+                self.send(.serviceUnavailable, body: "server shutting down\n", request: request, context: context)
+                return
+            }
             // The upgrade handler passed this on: it is not a valid handshake. Say why (RFC 6455 §4.2.2).
             var configuration = self.routes.webSocket
             if path == self.routes.echoPath { configuration.subprotocols = [] }

@@ -1,3 +1,4 @@
+import Atomics
 import Foundation
 import Logging
 import NIOCore
@@ -17,6 +18,8 @@ final class WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
     private let configuration: WebSocketConfiguration
     private let stompPaths: Set<String>
     private let echoPath: String?
+    /// True while the server drains: no new session starts (HTTPHandler answers 503).
+    private let draining: ManagedAtomic<Bool>
     /// Called on the channel's event loop once the WebSocket handler is in place, with the handshake's bearer token.
     private let attach: (ChannelHandlerContext, WebSocketUpgrade, _ isEcho: Bool, _ bearer: String?) -> EventLoopFuture<Void>
     // Set in buildUpgradeResponse and read in upgrade, both on the channel's event loop.
@@ -24,11 +27,13 @@ final class WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
 
     init(
         configuration: WebSocketConfiguration,
+        draining: ManagedAtomic<Bool>,
         stompPaths: Set<String>,
         echoPath: String?,
         attach: @escaping (ChannelHandlerContext, WebSocketUpgrade, Bool, String?) -> EventLoopFuture<Void>
     ) {
         self.configuration = configuration
+        self.draining = draining
         self.stompPaths = stompPaths
         self.echoPath = echoPath
         self.attach = attach
@@ -41,7 +46,7 @@ final class WebSocketUpgrader: HTTPServerProtocolUpgrader, @unchecked Sendable {
     ) -> EventLoopFuture<HTTPHeaders> {
         let path = HTTPHandler.path(of: upgradeRequest.uri)
         let isEcho = self.echoPath != nil && path == self.echoPath
-        guard isEcho || self.stompPaths.contains(path) else {
+        guard isEcho || self.stompPaths.contains(path), !self.draining.load(ordering: .relaxed) else {
             return channel.eventLoop.makeFailedFuture(Rejected())
         }
         var configuration = self.configuration
