@@ -1,14 +1,22 @@
 import Foundation
 import Logging
 
-/// Logs one logfmt line per event to stderr: `ts=... level=info msg=listening http=127.0.0.1:8080 ...`.
+/// Logs one line per event to stderr: logfmt (`ts=... level=info msg=listening http=127.0.0.1:8080 ...`), or one JSON
+/// object (`{"ts":"...","level":"info","msg":"listening","http":"127.0.0.1:8080"}`) for log pipelines that want it.
 public struct LogfmtHandler: LogHandler {
+    public enum Format: String, Sendable {
+        case logfmt
+        case json
+    }
+
     public var metadata: Logger.Metadata = [:]
     public var logLevel: Logger.Level = .info
     private let label: String
+    private let format: Format
 
-    public init(label: String) {
+    public init(label: String, format: Format = .logfmt) {
         self.label = label
+        self.format = format
     }
 
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
@@ -17,15 +25,41 @@ public struct LogfmtHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
-        var line = "ts=\(Self.timestamp()) level=\(event.level) msg=\(Self.quote(event.message.description))"
         var merged = self.metadata
         if let metadata = event.metadata { merged.merge(metadata) { $1 } }
         if let error = event.error { merged["error"] = "\(error)" }
+        if self.format == .json {
+            var line = "{\"ts\":\(Self.json(Self.timestamp())),\"level\":\"\(event.level)\",\"msg\":\(Self.json(event.message.description))"
+            for key in merged.keys.sorted() where !["ts", "level", "msg"].contains(key) {
+                line += ",\(Self.json(key)):\(Self.json(merged[key]!.description))"
+            }
+            line += "}\n"
+            FileHandle.standardError.write(Data(line.utf8))
+            return
+        }
+        var line = "ts=\(Self.timestamp()) level=\(event.level) msg=\(Self.quote(event.message.description))"
         for key in merged.keys.sorted() {
             line += " \(key)=\(Self.quote(merged[key]!.description))"
         }
         line += "\n"
         FileHandle.standardError.write(line.data(using: .utf8)!)
+    }
+
+    /// A JSON string literal (RFC 8259 §7: quote, backslash and control characters escaped).
+    static func json(_ value: String) -> String {
+        var out = "\""
+        for scalar in value.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out + "\""
     }
 
     private static func quote(_ value: String) -> String {

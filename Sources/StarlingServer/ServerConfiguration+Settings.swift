@@ -22,6 +22,7 @@ extension ServerConfiguration {
         ("fsync", "always (a persistent SEND's RECEIPT means it is on disk) | interval (fsync every fsync-interval-ms; a power failure loses at most that) | off (default always)"),
         ("fsync-interval-ms", "with fsync = interval: how often the store is fsynced (default 1000)"),
         ("log-level", "trace|debug|info|notice|warning|error|critical (default info)"),
+        ("log-format", "logfmt | json: one line per event on stderr (default logfmt)"),
         ("echo-path", "WebSocket echo endpoint for conformance testing, e.g. /echo (default off)"),
         ("web-root", "directory served at / (default: ./web-client or the one next to the binary)"),
         ("event-loops", "event loop threads (default: one per core)"),
@@ -88,6 +89,11 @@ extension ServerConfiguration {
                 throw SettingError("log-level: expected trace, debug, info, notice, warning, error or critical, got '\(value)'")
             }
             logLevel = level
+        case "log-format":
+            guard let format = LogfmtHandler.Format(rawValue: value) else {
+                throw SettingError("log-format: expected logfmt or json, got '\(value)'")
+            }
+            self.logFormat = format
         case "echo-path":
             guard value.hasPrefix("/") || value == "off" else { throw SettingError("echo-path: expected a path starting with '/', got '\(value)'") }
             self.echoPath = value == "off" ? nil : value

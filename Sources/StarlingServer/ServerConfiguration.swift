@@ -17,6 +17,8 @@ public struct ServerConfiguration: Sendable {
     public var echoPath: String?
     /// Directory served at `/`; nil = look for `web-client` (see `StaticFiles.defaultRoot`).
     public var webRoot: String?
+    /// How log lines are written.
+    public var logFormat = LogfmtHandler.Format.logfmt
     /// Event loops (one per core by default).
     public var eventLoopCount = System.coreCount
 

@@ -360,6 +360,30 @@ public final class StarlingServer: Service, Sendable {
         }
     }
 
+    /// What `starling check-config` checks beyond parsing: the files the start would read (users file, JWT key, TLS
+    /// certificate and key) and the rule that an open server stays on loopback; nothing is bound or opened for
+    /// writing. Returns a summary of what the configuration turns on.
+    public static func check(_ configuration: ServerConfiguration) throws -> [String] {
+        var summary = ["listeners: http \(configuration.host):\(configuration.port)"
+            + (configuration.stompPort.map { ", stomp \(configuration.host):\($0)" } ?? "")]
+        let authenticator = try Self.makeAuthenticator(configuration)
+        summary.append(authenticator == nil ? "auth: any login (loopback only)" : "auth: checked")
+        if let tls = configuration.tls {
+            do throws(TLSContextHolder.LoadError) {
+                _ = try TLSContextHolder(tls)
+            } catch {
+                throw StartError(description: error.description)
+            }
+            let host = tls.host ?? configuration.host
+            summary.append("tls: https \(tls.port.map { "\(host):\($0)" } ?? "off"), stomps \(tls.stompPort.map { "\(host):\($0)" } ?? "off")")
+        }
+        summary.append("access rules: \(configuration.accessRules.count)")
+        summary.append("policies: \(configuration.queuePolicyRules.count) queue, \(configuration.historyPolicyRules.count) topic and room")
+        summary.append("admin API: \(configuration.adminToken == nil ? "off" : "on")")
+        summary.append("storage: \(configuration.storage.rawValue) in \(configuration.dataDirectory), fsync \(configuration.fsync.rawValue)")
+        return summary
+    }
+
     /// Bytes queued in the server for a socket the kernel does not take any more before the client counts as slow.
     static func highWaterMark(_ maxPendingBytes: Int) -> Int { min(64 * 1024, maxPendingBytes) }
 

@@ -14,7 +14,7 @@ struct Starling: AsyncParsableCommand {
             Every option is also an environment variable STARLING_<NAME> (e.g. STARLING_STOMP_PORT) and a top-level \
             key of the --config file; flags win over the environment, which wins over the file.
             """,
-        subcommands: [Passwd.self]
+        subcommands: [Passwd.self, CheckConfig.self]
     )
 
     @Option(help: "TOML configuration file.") var config: String?
@@ -23,6 +23,7 @@ struct Starling: AsyncParsableCommand {
     @Option(name: .customLong("stomp-port"), help: "Plain TCP STOMP port (default 61613; 0 = any; off = disabled).") var stompPort: String?
     @Option(name: .customLong("data-dir"), help: "Data directory (default ./starling-data).") var dataDir: String?
     @Option(name: .customLong("log-level"), help: "trace|debug|info|notice|warning|error|critical (default info).") var logLevel: String?
+    @Option(name: .customLong("log-format"), help: "logfmt|json (default logfmt).") var logFormat: String?
     @Option(name: .customLong("echo-path"), help: "WebSocket echo endpoint, e.g. /echo (default off).") var echoPath: String?
     @Option(name: .customLong("web-root"), help: "Directory served at / (default ./web-client).") var webRoot: String?
     @Option(name: .customLong("event-loops"), help: "Event loop threads (default: one per core).") var eventLoops: String?
@@ -37,7 +38,7 @@ struct Starling: AsyncParsableCommand {
         var flags: [String: String] = [:]
         let pairs: [(String, String?)] = [
             ("host", self.host), ("port", self.port), ("stomp-port", self.stompPort), ("data-dir", self.dataDir),
-            ("log-level", self.logLevel), ("echo-path", self.echoPath), ("web-root", self.webRoot),
+            ("log-level", self.logLevel), ("log-format", self.logFormat), ("echo-path", self.echoPath), ("web-root", self.webRoot),
             ("event-loops", self.eventLoops), ("max-body-size", self.maxBodySize), ("max-pending-bytes", self.maxPendingBytes),
             ("heartbeat-send-ms", self.heartbeatSendMs), ("heartbeat-receive-ms", self.heartbeatReceiveMs),
             ("deflate", self.deflate),
@@ -55,7 +56,7 @@ struct Starling: AsyncParsableCommand {
             throw ValidationError(error.description)
         }
         LoggingSystem.bootstrap { label in
-            var handler = LogfmtHandler(label: label)
+            var handler = LogfmtHandler(label: label, format: configuration.logFormat)
             handler.logLevel = level
             return handler
         }
@@ -88,6 +89,30 @@ struct ReloadOnHangup: Service {
                 }
             }
         } onGracefulShutdown: {}
+    }
+}
+
+/// `starling check-config FILE`: parses and checks a configuration without starting: exit 0 and a summary, or exit 1
+/// and the first error (naming the file and line, or the key).
+struct CheckConfig: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check-config",
+        abstract: "Checks a configuration file (and the files it names) without starting the server."
+    )
+
+    @Argument(help: "The TOML configuration file.") var file: String
+
+    func run() throws {
+        do {
+            let (configuration, _) = try ServerConfiguration.resolve(flags: [:], environment: [:], configFile: self.file)
+            let summary = try StarlingServer.check(configuration)
+            print("starling check-config: \(self.file) is valid")
+            for line in summary { print("  \(line)") }
+        } catch {
+            let text = (error as? ServerConfiguration.SettingError)?.description ?? (error as? StarlingServer.StartError)?.description ?? "\(error)"
+            FileHandle.standardError.write(Data("starling check-config: \(text)\n".utf8))
+            throw ExitCode.failure
+        }
     }
 }
 
