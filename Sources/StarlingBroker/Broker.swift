@@ -46,6 +46,15 @@ public final class Broker: Sendable {
         }
     }
 
+    /// Replaces the policies on every loop (a configuration reload), in one hop per loop; the future completes when
+    /// every loop has them.
+    public func updatePolicies(queue: QueuePolicies, history: HistoryPolicies, delivery: DeliveryPolicies) -> EventLoopFuture<Void> {
+        let futures = self.loops.map { loop in
+            loop.eventLoop.submit { loop.updatePolicies(queue: queue, history: history, delivery: delivery) }
+        }
+        return EventLoopFuture.andAllSucceed(futures, on: self.loops[0].eventLoop)
+    }
+
     /// A new store id (unique and increasing over the broker's life, continuing after recovered ones).
     func makeStoreID() -> UInt64 {
         self.nextStoreID.loadThenWrappingIncrement(ordering: .relaxed)

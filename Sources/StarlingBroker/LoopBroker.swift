@@ -17,6 +17,8 @@ public final class LoopBroker: @unchecked Sendable {
     private var interestCache: [String: UInt64] = [:]
     private var interestCacheGeneration: UInt64 = .max
     private var deliveryPolicyCache: [String: DeliveryPolicy] = [:]
+    /// Set by a configuration reload; until then the broker's.
+    private var reloadedDeliveryPolicies: DeliveryPolicies?
     private var outbox: [[BrokerMessage]]
     private var outboxScheduled = false
     private var flushScheduled = false
@@ -289,7 +291,7 @@ public final class LoopBroker: @unchecked Sendable {
 
     /// The delivery policy of topic `destination` (first matching `[[policy]]`), cached per destination.
     public func deliveryPolicy(for destination: String) -> DeliveryPolicy {
-        let policies = self.broker.deliveryPolicies
+        let policies = self.reloadedDeliveryPolicies ?? self.broker.deliveryPolicies
         if policies.isTrivial { return .standard }
         if let cached = self.deliveryPolicyCache[destination] { return cached }
         if self.deliveryPolicyCache.count >= Self.cacheLimit { self.deliveryPolicyCache.removeAll(keepingCapacity: true) }
@@ -299,7 +301,16 @@ public final class LoopBroker: @unchecked Sendable {
     }
 
     /// Some policy caps rates: every topic subscription gets a `RateLimiter`.
-    public var hasRateCaps: Bool { self.broker.deliveryPolicies.hasRateCaps }
+    public var hasRateCaps: Bool { (self.reloadedDeliveryPolicies ?? self.broker.deliveryPolicies).hasRateCaps }
+
+    /// A configuration reload: the policies of topics, rooms and queues from now on (queues and rooms that exist
+    /// take theirs too; messages already published keep the delivery policy they were stamped with).
+    func updatePolicies(queue: QueuePolicies, history: HistoryPolicies, delivery: DeliveryPolicies) {
+        self.reloadedDeliveryPolicies = delivery
+        self.deliveryPolicyCache.removeAll()
+        self.queueHost.update(queue)
+        self.roomHost.update(history)
+    }
 
     /// Recent idempotency keys, shared by every loop.
     public var idempotency: IdempotencyTable { self.broker.idempotency }

@@ -63,7 +63,8 @@ public struct MessageQueue {
     }
 
     public let destination: String
-    public let policy: QueuePolicy
+    /// Replaced when the configuration is reloaded (SIGHUP); what it limits is checked against the current one.
+    public internal(set) var policy: QueuePolicy
     private var ready = CircularBuffer<QueuedMessage>()
     private var unacked: [UInt64: (consumer: UInt64, message: QueuedMessage)] = [:]
     private var consumers: [Consumer] = []

@@ -37,7 +37,7 @@ final class QueueHost: @unchecked Sendable {
         /// A room SEND with a receipt: answered once the room's history holds it on disk.
         case kept(QueueReply)
     }
-    let policies: QueuePolicies
+    private(set) var policies: QueuePolicies
 
     /// How often expired messages are swept out of queues nobody consumes from.
     static let sweepInterval = TimeAmount.seconds(1)
@@ -452,6 +452,16 @@ final class QueueHost: @unchecked Sendable {
         }
         self.submitStoreOperations()
         return removed.count
+    }
+
+    /// New policies (a configuration reload): for the queues created from now on and for the existing ones.
+    func update(_ policies: QueuePolicies) {
+        self.policies = policies
+        for destination in Array(self.queues.keys) {
+            self.queues[destination]!.policy = policies.policy(for: destination)
+            self.dirtyQueues.insert(destination)
+        }
+        self.dispatchDirtyQueues()
     }
 
     /// Every queue this loop owns, with its counts (temporary queues included).

@@ -81,7 +81,7 @@ enum RoomCommand: @unchecked Sendable {
 /// fan-out. Touched only on its loop (timers included), like `QueueHost`.
 final class RoomHost: @unchecked Sendable {
     unowned let loop: LoopBroker
-    let policies: HistoryPolicies
+    private(set) var policies: HistoryPolicies
     let limits: RoomLimits
     private var rooms: [String: Room] = [:]
     /// Offsets of presence events, over all rooms of this loop: a feed's offsets keep growing even when its room is
@@ -103,6 +103,16 @@ final class RoomHost: @unchecked Sendable {
         self.loop = loop
         self.policies = policies
         self.limits = limits
+    }
+
+    /// New policies (a configuration reload): for rooms created from now on and for the existing ones (a shorter
+    /// history drops the oldest kept messages at the next append or sweep).
+    func update(_ policies: HistoryPolicies) {
+        self.policies = policies
+        self.topicHistoryCache.removeAll()
+        var noHistory = HistoryPolicy()
+        noHistory.history = 0
+        for room in self.rooms.values { room.policy = policies.policy(for: room.stream) ?? noHistory }
     }
 
     /// The rooms and topics with history this loop owns (for the admin API).

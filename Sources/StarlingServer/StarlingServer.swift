@@ -25,7 +25,7 @@ public final class StarlingServer: Service, Sendable {
 
     public let configuration: ServerConfiguration
     public let broker: Broker
-    private let logger: Logger
+    let logger: Logger
     private let group: MultiThreadedEventLoopGroup
     private let draining = ManagedAtomic(false)
     private let sessionCounter = ManagedAtomic<UInt64>(0)
@@ -35,14 +35,18 @@ public final class StarlingServer: Service, Sendable {
     private let stopped = ManagedAtomic(false)
     /// One per event loop, in the broker's loop order; each is touched only on its loop.
     let perLoop: PerLoopResources
-    private let connectionTemplate: STOMPConnection.Settings
+    /// What new connections start from; replaced by a configuration reload.
+    let template: NIOLockedValueBox<STOMPConnection.Settings>
+    private var connectionTemplate: STOMPConnection.Settings { self.template.withLockedValue { $0 } }
     private let store: SQLiteMessageStore?
     /// Where CONNECTs' passwords are checked (PBKDF2 is too slow for an event loop); nil without a users file.
-    private let authPool: NIOThreadPool?
+    let authPool: NIOThreadPool?
     /// The `[tls]` certificate and key, read at start and on `reload()`; nil without `[tls]`.
-    private let tls: TLSContextHolder?
+    let tls: TLSContextHolder?
     /// `GET /metrics`.
     let metrics: ServerMetrics
+    /// `/api/v1/`; its token changes with a reload.
+    let admin: AdminAPI
     /// Open connections, against `max-connections` and `max-connections-per-ip`.
     let connections: ConnectionCounter
 
@@ -98,14 +102,8 @@ public final class StarlingServer: Service, Sendable {
             store: store
         )
         self.nodeTag = String(UInt32.random(in: 0x1000_0000...UInt32.max), radix: 16)
-        var template = Self.connectionTemplate(configuration)
-        if !configuration.accessRules.isEmpty { template.access = AccessControl(rules: configuration.accessRules) }
-        if let authenticator, let authPool = self.authPool {
-            let auth = configuration.auth ?? ServerConfiguration.Auth()
-            let limiter = FailedLoginLimiter(limit: auth.failedLoginLimit, windowSeconds: Double(auth.failedLoginWindowSeconds))
-            template.authentication = .init(authenticator: authenticator, pool: authPool, limiter: limiter)
-        }
-        self.connectionTemplate = template
+        self.template = NIOLockedValueBox(Self.connectionTemplate(configuration, authenticator: authenticator, pool: self.authPool))
+        self.admin = AdminAPI(token: configuration.adminToken, maxBodySize: configuration.limits.maxBodySize * 2 + 64 * 1024)
         self.perLoop = PerLoopResources(
             loops: self.broker.loops.map(\.eventLoop), memoryLevel: configuration.webSocket.deflateMemoryLevel, metrics: metrics
         )
@@ -174,18 +172,6 @@ public final class StarlingServer: Service, Sendable {
         return "\(host):\(address.port ?? 0)"
     }
 
-    /// What SIGHUP changes without a restart: the `[tls]` certificate, key and client CA, read again from their files.
-    /// Connections already open keep theirs. On an error nothing changes, and the error says why.
-    public func reload() throws(StartError) {
-        guard let tls = self.tls else { return }
-        do {
-            try tls.reload()
-        } catch {
-            throw StartError(description: error.description)
-        }
-        self.logger.info("tls reloaded", metadata: ["cert_file": "\(self.configuration.tls?.certificateFile ?? "")"])
-    }
-
     /// Graceful shutdown: stop accepting sessions (the STOMP ports close; the HTTP ports answer /healthz and WebSocket
     /// handshakes with 503 while draining), close every session (WebSocket 1001, TCP ERROR "server shutting down"),
     /// spread over `drainWindow`, wait for the closing handshakes up to `shutdownTimeout`, stop the loops.
@@ -222,9 +208,8 @@ public final class StarlingServer: Service, Sendable {
             draining: self.draining,
             renderMetrics: { self.metrics.scrape(broker: self.broker, loops: self.perLoop.metrics) },
             metrics: self.metrics,
-            admin: AdminAPI(
-                token: self.configuration.adminToken, operations: self, maxBodySize: self.configuration.limits.maxBodySize * 2 + 64 * 1024
-            )
+            admin: self.admin,
+            adminOperations: self
         )
         return try await self.bootstrap()
             .childChannelInitializer { channel in
@@ -419,6 +404,20 @@ public final class StarlingServer: Service, Sendable {
             loop: loop, clock: self.perLoop.clocks[loop.index], metrics: self.perLoop.metrics[loop.index], transport: transport,
             settings: settings, logger: self.logger
         )
+    }
+
+    /// What every connection starts from, with its access rules and login check.
+    static func connectionTemplate(
+        _ configuration: ServerConfiguration, authenticator: ServerAuthenticator?, pool: NIOThreadPool?
+    ) -> STOMPConnection.Settings {
+        var template = Self.connectionTemplate(configuration)
+        if !configuration.accessRules.isEmpty { template.access = AccessControl(rules: configuration.accessRules) }
+        if let authenticator, let pool {
+            let auth = configuration.auth ?? ServerConfiguration.Auth()
+            let limiter = FailedLoginLimiter(limit: auth.failedLoginLimit, windowSeconds: Double(auth.failedLoginWindowSeconds))
+            template.authentication = .init(authenticator: authenticator, pool: pool, limiter: limiter)
+        }
+        return template
     }
 
     /// What every connection starts from (all but its session id and transport), built once.

@@ -49,6 +49,7 @@ struct Starling: AsyncParsableCommand {
             flags[String(item[..<equals])] = String(item[item.index(after: equals)...])
         }
         let configFile = self.config ?? ProcessInfo.processInfo.environment["STARLING_CONFIG"]
+        let givenFlags = flags
         let (configuration, level): (ServerConfiguration, Logger.Level)
         do {
             (configuration, level) = try ServerConfiguration.resolve(flags: flags, configFile: configFile)
@@ -64,7 +65,12 @@ struct Starling: AsyncParsableCommand {
         let server = try StarlingServer(configuration: configuration, logger: logger)
         let group = ServiceGroup(
             configuration: .init(
-                services: [.init(service: server), .init(service: ReloadOnHangup(server: server, logger: logger), successTerminationBehavior: .ignore)],
+                services: [.init(service: server), .init(
+                    service: ReloadOnHangup(server: server, logger: logger) {
+                        try ServerConfiguration.resolve(flags: givenFlags, configFile: configFile).0
+                    },
+                    successTerminationBehavior: .ignore
+                )],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger
             )
@@ -73,22 +79,33 @@ struct Starling: AsyncParsableCommand {
     }
 }
 
-/// SIGHUP: `StarlingServer.reload()` (the TLS certificate and key). A failed reload is logged and changes nothing.
+/// SIGHUP: reads the configuration again (file, environment, flags) and applies what can change while running
+/// (`StarlingServer.reload`). A bad file is logged and changes nothing.
 struct ReloadOnHangup: Service {
     let server: StarlingServer
     let logger: Logger
+    let resolve: @Sendable () throws -> ServerConfiguration
 
     func run() async throws {
         let hangups = await UnixSignalsSequence(trapping: .sighup)
         await withGracefulShutdownHandler {
             for await _ in hangups.cancelOnGracefulShutdown() {
-                do {
-                    try self.server.reload()
-                } catch {
-                    self.logger.error("tls reload failed", metadata: ["reason": "\(error)"])
-                }
+                await self.reload()
             }
         } onGracefulShutdown: {}
+    }
+
+    private func reload() async {
+        do {
+            let result = try await self.server.reload(try self.resolve())
+            var metadata: Logger.Metadata = [:]
+            if !result.needsRestart.isEmpty { metadata["needs_restart"] = "\(result.needsRestart.joined(separator: ", "))" }
+            self.logger.info("config reloaded", metadata: metadata)
+        } catch {
+            let reason = (error as? ServerConfiguration.SettingError)?.description ?? (error as? StarlingServer.StartError)?.description ?? "\(error)"
+            // A certificate problem says so (operators renewing certificates look for it).
+            self.logger.error(reason.hasPrefix("tls:") ? "tls reload failed" : "config reload failed", metadata: ["reason": "\(reason)"])
+        }
     }
 }
 

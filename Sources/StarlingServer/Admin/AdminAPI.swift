@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import StarlingBroker
@@ -31,21 +32,24 @@ final class AdminAPI: Sendable {
         var body: ByteBuffer
     }
 
-    private let token: [UInt8]?
-    private let operations: AdminOperations
+    private let token: NIOLockedValueBox<[UInt8]?>
     /// Largest request body (a publish's JSON: the STOMP body limit plus room for headers and escaping).
     let maxBodySize: Int
 
-    init(token: String?, operations: AdminOperations, maxBodySize: Int) {
-        self.token = token.map { Array($0.utf8) }
-        self.operations = operations
+    init(token: String?, maxBodySize: Int) {
+        self.token = NIOLockedValueBox(token.map { Array($0.utf8) })
         self.maxBodySize = maxBodySize
     }
 
     static let prefix = "/api/"
 
-    func handle(_ request: Request, on eventLoop: any EventLoop) -> EventLoopFuture<Response> {
-        guard let token = self.token else {
+    /// A configuration reload: the token from now on (nil turns the API off).
+    func setToken(_ token: String?) {
+        self.token.withLockedValue { $0 = token.map { Array($0.utf8) } }
+    }
+
+    func handle(_ request: Request, operations: any AdminOperations, on eventLoop: any EventLoop) -> EventLoopFuture<Response> {
+        guard let token = self.token.withLockedValue({ $0 }) else {
             return eventLoop.makeSucceededFuture(.error(.notFound, "disabled", "the admin API is off: set [admin] token in the config file"))
         }
         guard let presented = Self.bearer(request.authorization), Self.constantTimeEqual(Array(presented.utf8), token) else {
@@ -60,46 +64,46 @@ final class AdminAPI: Sendable {
         let route = Array(parts.dropFirst(2))
         switch (request.method, route.count, route[0]) {
         case (.POST, 1, "publish"):
-            return self.publish(request, on: eventLoop)
+            return self.publish(request, operations: operations, on: eventLoop)
         case (.GET, 1, "connections"):
             let limit = request.query["limit"].flatMap(Int.init) ?? 1000
-            return self.operations.connections(user: request.query["user"], limit: max(0, limit), on: eventLoop)
+            return operations.connections(user: request.query["user"], limit: max(0, limit), on: eventLoop)
                 .map { Response(status: .ok, json: $0) }
         case (.DELETE, 2, "connections"):
-            return self.operations.disconnect(session: route[1], on: eventLoop).map { found in
+            return operations.disconnect(session: route[1], on: eventLoop).map { found in
                 found ? Response(status: .ok, json: ["disconnected": route[1]])
                     : .error(.notFound, "not_found", "no connection with session id '\(route[1])'")
             }
         case (.GET, 1, "queues"):
-            return self.operations.queues(on: eventLoop).map { Response(status: .ok, json: ["queues": $0]) }
+            return operations.queues(on: eventLoop).map { Response(status: .ok, json: ["queues": $0]) }
         case (.GET, 2, "queues"):
             let name = Self.queueName(route[1])
-            return self.operations.queues(on: eventLoop).map { queues in
+            return operations.queues(on: eventLoop).map { queues in
                 if let queue = queues.first(where: { $0.name == name }) { return Response(status: .ok, json: queue) }
                 return .error(.notFound, "not_found", "no queue '\(name)'")
             }
         case (.DELETE, 3, "queues") where route[2] == "messages":
             let name = Self.queueName(route[1])
-            return self.operations.purge(queue: name, on: eventLoop).map { purged in
+            return operations.purge(queue: name, on: eventLoop).map { purged in
                 guard let purged else { return .error(.notFound, "not_found", "no queue '\(name)'") }
                 return Response(status: .ok, json: QueueChange(queue: name, purged: purged))
             }
         case (.POST, 3, "queues") where route[2] == "redrive":
             let name = Self.queueName(route[1])
-            return self.operations.redrive(deadLetterQueue: name, on: eventLoop).map { moved in
+            return operations.redrive(deadLetterQueue: name, on: eventLoop).map { moved in
                 guard let moved else { return .error(.notFound, "not_found", "no queue '\(name)'") }
                 return Response(status: .ok, json: QueueChange(queue: name, moved: moved))
             }
         case (.GET, 1, "rooms"):
-            return self.operations.rooms(on: eventLoop).map { Response(status: .ok, json: ["rooms": $0]) }
+            return operations.rooms(on: eventLoop).map { Response(status: .ok, json: ["rooms": $0]) }
         case (.GET, 2, "rooms"):
             let name = route[1]
-            return self.operations.presence(room: name, on: eventLoop).map { members in
+            return operations.presence(room: name, on: eventLoop).map { members in
                 guard let members else { return .error(.notFound, "not_found", "no room '\(name)' (a room exists while it has members or history)") }
                 return Response(status: .ok, json: RoomPresence(room: name, members: members))
             }
         case (.GET, 1, "destinations"):
-            return self.operations.destinations(on: eventLoop).map { Response(status: .ok, json: ["subscribed": $0]) }
+            return operations.destinations(on: eventLoop).map { Response(status: .ok, json: ["subscribed": $0]) }
         case (_, _, "publish"), (_, _, "connections"), (_, _, "queues"), (_, _, "destinations"), (_, _, "rooms"):
             return eventLoop.makeSucceededFuture(
                 .error(.methodNotAllowed, "method_not_allowed", "\(request.method.rawValue) is not allowed on \(request.path)")
@@ -111,7 +115,7 @@ final class AdminAPI: Sendable {
 
     /// `{"destination": "/topic/x", "body": "...", "headers": {"k": "v"}}`; `body` is text (UTF-8), or base64 in
     /// `body_base64` for binary.
-    private func publish(_ request: Request, on eventLoop: any EventLoop) -> EventLoopFuture<Response> {
+    private func publish(_ request: Request, operations: any AdminOperations, on eventLoop: any EventLoop) -> EventLoopFuture<Response> {
         guard let object = try? JSONSerialization.jsonObject(with: Data(request.body.readableBytesView)) as? [String: Any] else {
             return eventLoop.makeSucceededFuture(.error(.badRequest, "bad_request", "expected a JSON object: {\"destination\": ..., \"body\": ...}"))
         }
@@ -145,7 +149,7 @@ final class AdminAPI: Sendable {
                 headers.append((name, text))
             }
         }
-        return self.operations.publish(destination: destination, headers: headers, body: body, on: eventLoop).map { outcome in
+        return operations.publish(destination: destination, headers: headers, body: body, on: eventLoop).map { outcome in
             switch outcome {
             case .accepted:
                 return Response(status: .ok, json: ["published": destination])

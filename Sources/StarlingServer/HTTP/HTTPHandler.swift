@@ -20,6 +20,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         var metrics: ServerMetrics
         /// `/api/v1/...`.
         var admin: AdminAPI
+        var adminOperations: any AdminOperations
     }
 
     private let routes: Routes
@@ -141,7 +142,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         let apiRequest = AdminAPI.Request(
             method: request.method, path: path, query: query, authorization: request.headers.first(name: "Authorization"), body: body
         )
-        self.routes.admin.handle(apiRequest, on: context.eventLoop).hop(to: context.eventLoop).assumeIsolated().whenComplete { result in
+        self.routes.admin.handle(apiRequest, operations: self.routes.adminOperations, on: context.eventLoop).hop(to: context.eventLoop).assumeIsolated().whenComplete { result in
             let reply = (try? result.get()) ?? .error(.serviceUnavailable, "unavailable", "the server is stopping")
             var headers: HTTPHeaders = ["Content-Type": "application/json", "Cache-Control": "no-store"]
             for (name, value) in reply.headers { headers.add(name: name, value: value) }

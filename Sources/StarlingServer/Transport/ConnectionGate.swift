@@ -4,23 +4,28 @@ import NIOCore
 /// Open client connections, in all and per IP address, shared by every listener (`max-connections`,
 /// `max-connections-per-ip`; issue 9).
 final class ConnectionCounter: Sendable {
-    private let maxTotal: Int
-    private let maxPerAddress: Int
-    private let state = NIOLockedValueBox<(total: Int, perAddress: [String: Int])>((0, [:]))
+    private let state = NIOLockedValueBox<(total: Int, perAddress: [String: Int], maxTotal: Int, maxPerAddress: Int)>((0, [:], 0, 0))
     /// Connections refused by a limit so far (for metrics).
     let refused = NIOLockedValueBox(0)
 
     init(maxTotal: Int, maxPerAddress: Int) {
-        self.maxTotal = maxTotal
-        self.maxPerAddress = maxPerAddress
+        self.setLimits(maxTotal: maxTotal, maxPerAddress: maxPerAddress)
+    }
+
+    /// New limits (a configuration reload) for connections accepted from now on; open ones stay.
+    func setLimits(maxTotal: Int, maxPerAddress: Int) {
+        self.state.withLockedValue { state in
+            state.maxTotal = maxTotal
+            state.maxPerAddress = maxPerAddress
+        }
     }
 
     /// Counts a new connection from `address`, or says which limit it would pass.
     func admit(_ address: String) -> String? {
         let refusal: String? = self.state.withLockedValue { state in
-            if state.total >= self.maxTotal { return "server connection limit reached (max-connections \(self.maxTotal))" }
+            if state.total >= state.maxTotal { return "server connection limit reached (max-connections \(state.maxTotal))" }
             let count = state.perAddress[address, default: 0]
-            if count >= self.maxPerAddress { return "too many connections from this address (max-connections-per-ip \(self.maxPerAddress))" }
+            if count >= state.maxPerAddress { return "too many connections from this address (max-connections-per-ip \(state.maxPerAddress))" }
             state.total += 1
             state.perAddress[address] = count + 1
             return nil

@@ -77,25 +77,33 @@ extension ServerConfiguration {
 /// The TLS context new connections use. Built from the `[tls]` files at start and again on SIGHUP; a connection keeps
 /// the context it was accepted with, so a reload never touches open connections.
 final class TLSContextHolder: Sendable {
-    private let settings: ServerConfiguration.TLS
-    private let current: NIOLockedValueBox<NIOSSLContext>
+    private let current: NIOLockedValueBox<(settings: ServerConfiguration.TLS, context: NIOSSLContext)>
 
     struct LoadError: Error, CustomStringConvertible {
         var description: String
     }
 
     init(_ settings: ServerConfiguration.TLS) throws(LoadError) {
-        self.settings = settings
-        self.current = NIOLockedValueBox(try Self.load(settings))
+        self.current = NIOLockedValueBox((settings, try Self.load(settings)))
     }
 
     /// The context for a connection being accepted now.
-    var context: NIOSSLContext { self.current.withLockedValue { $0 } }
+    var context: NIOSSLContext { self.current.withLockedValue { $0.context } }
 
     /// Reads the files again; on any error the previous context stays in use.
     func reload() throws(LoadError) {
-        let fresh = try Self.load(self.settings)
-        self.current.withLockedValue { $0 = fresh }
+        try self.reload(self.current.withLockedValue { $0.settings })
+    }
+
+    /// Builds a context from `settings` (new file names, a new minimum version or client CA) and uses it from now on.
+    func reload(_ settings: ServerConfiguration.TLS) throws(LoadError) {
+        let fresh = try Self.load(settings)
+        self.current.withLockedValue { $0 = (settings, fresh) }
+    }
+
+    /// Checks that `settings` would load, changing nothing.
+    static func check(_ settings: ServerConfiguration.TLS) throws(LoadError) {
+        _ = try Self.load(settings)
     }
 
     private static func load(_ settings: ServerConfiguration.TLS) throws(LoadError) -> NIOSSLContext {
