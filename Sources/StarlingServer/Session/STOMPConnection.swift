@@ -90,6 +90,8 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
     let metrics: LoopMetrics
     /// True from CONNECTED until the transport closes (the `sessions` gauge).
     var sessionOpen = false
+    /// Why the server closed the connection (nil: the client did), for the log line when it is gone.
+    var closeReason: TransportCloseReason?
     var connectDeadline: NIODeadline?
     var wroteSinceTick = false
     var sendPeriod: TimeAmount?
@@ -110,6 +112,11 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
         self.metrics = metrics
         metrics.connections[settings.kind.rawValue] += 1
         metrics.server.opened(settings.kind)
+        if settings.kind != .internal {
+            logger.info("connection opened", metadata: [
+                "session": "\(settings.session.sessionID)", "transport": "\(settings.kind.name)", "remote": "\(transport.remoteAddress ?? "?")",
+            ])
+        }
         self.transport = transport
         self.settings = settings
         self.parser = STOMPFrameParser(limits: settings.parserLimits, version: .v1_2)
@@ -432,6 +439,7 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
 
     func close(_ reason: TransportCloseReason) {
         guard !self.closed else { return }
+        self.closeReason = reason
         self.closed = true
         self.acceptingFrames = false
         self.transport?.close(reason)
@@ -439,6 +447,12 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
 
     /// The transport is gone (socket closed for any reason): drop every subscription and timer.
     func transportClosed() {
+        if self.settings.kind != .internal {
+            var metadata = self.logMetadata
+            metadata["reason"] = "\(self.closeReason.map(\.logName) ?? "closed by the client")"
+            if let login = self.login { metadata["user"] = "\(login)" }
+            self.logger.info("connection closed", metadata: metadata)
+        }
         self.closed = true
         self.retireBacklog()
         self.metrics.connections[self.settings.kind.rawValue] -= 1

@@ -14,6 +14,19 @@ enum TransportCloseReason: Equatable {
     case heartbeatTimeout
 }
 
+extension TransportCloseReason {
+    /// For the `connection closed` log line.
+    var logName: String {
+        switch self {
+        case .normal: "DISCONNECT"
+        case .protocolError: "ERROR sent"
+        case .goingAway: "server shutting down"
+        case .slowConsumer: "slow consumer"
+        case .heartbeatTimeout: "heart-beat timeout"
+        }
+    }
+}
+
 /// How a `STOMPConnection` reaches its socket: plain TCP or WebSocket messages. Event-loop-bound.
 protocol STOMPTransport: AnyObject {
     /// Writes one STOMP frame made of `head` followed by `body` (written without copying `body`); no flush.
