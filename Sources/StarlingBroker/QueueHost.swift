@@ -436,7 +436,10 @@ final class QueueHost: @unchecked Sendable {
         let fallback = destination.hasSuffix(suffix) ? String(destination.dropLast(suffix.count)) : destination
         for queued in removed {
             let original = queued.message
-            let target = original.headers["x-original-destination"].flatMap { $0.hasPrefix(QueueName.prefix) ? $0 : nil } ?? fallback
+            // Only a queue whose dead-letter queue this is: the header is the sender's to set, not to aim a redrive.
+            let named = original.headers["x-original-destination"]
+            let target = named.flatMap { $0.hasPrefix(QueueName.prefix) && $0 + self.policy(for: $0).deadLetterSuffix == destination ? $0 : nil }
+                ?? fallback
             let message = BrokerMessage(
                 destination: target, messageID: original.messageID, sendHeaders: original.headers, body: original.body,
                 allocator: ByteBufferAllocator()

@@ -30,6 +30,20 @@ final class AdminAPI: Sendable {
         var query: [String: String]
         var authorization: String?
         var body: ByteBuffer
+        /// The body went past `maxBodySize` (and was dropped): answered 413 once the token was checked.
+        var bodyTooLarge = false
+    }
+
+    /// Methods each path shape answers to (for 405 and its `Allow` header; any other shape is 404).
+    private static func allowedMethods(_ route: [String]) -> [HTTPMethod] {
+        switch (route.count, route[0]) {
+        case (1, "publish"): [.POST]
+        case (1, "connections"), (1, "queues"), (1, "destinations"), (1, "rooms"), (2, "queues"), (2, "rooms"): [.GET]
+        case (2, "connections"): [.DELETE]
+        case (3, "queues") where route[2] == "messages": [.DELETE]
+        case (3, "queues") where route[2] == "redrive": [.POST]
+        default: []
+        }
     }
 
     private let token: NIOLockedValueBox<[UInt8]?>
@@ -62,6 +76,20 @@ final class AdminAPI: Sendable {
             return eventLoop.makeSucceededFuture(.error(.notFound, "not_found", "no such endpoint: \(request.path) (see docs/admin-api.md)"))
         }
         let route = Array(parts.dropFirst(2))
+        if request.bodyTooLarge {
+            return eventLoop.makeSucceededFuture(.error(.payloadTooLarge, "too_large", "the request body is over \(self.maxBodySize) bytes"))
+        }
+        let allowed = Self.allowedMethods(route)
+        guard allowed.contains(request.method) else {
+            guard !allowed.isEmpty else {
+                return eventLoop.makeSucceededFuture(.error(.notFound, "not_found", "no such endpoint: \(request.path) (see docs/admin-api.md)"))
+            }
+            var response = Response.error(
+                .methodNotAllowed, "method_not_allowed", "\(request.method.rawValue) is not allowed on \(request.path)"
+            )
+            response.headers = [("Allow", allowed.map(\.rawValue).joined(separator: ", "))]
+            return eventLoop.makeSucceededFuture(response)
+        }
         switch (request.method, route.count, route[0]) {
         case (.POST, 1, "publish"):
             return self.publish(request, operations: operations, on: eventLoop)
@@ -104,51 +132,44 @@ final class AdminAPI: Sendable {
             }
         case (.GET, 1, "destinations"):
             return operations.destinations(on: eventLoop).map { Response(status: .ok, json: ["subscribed": $0]) }
-        case (_, _, "publish"), (_, _, "connections"), (_, _, "queues"), (_, _, "destinations"), (_, _, "rooms"):
-            return eventLoop.makeSucceededFuture(
-                .error(.methodNotAllowed, "method_not_allowed", "\(request.method.rawValue) is not allowed on \(request.path)")
-            )
         default:
             return eventLoop.makeSucceededFuture(.error(.notFound, "not_found", "no such endpoint: \(request.path) (see docs/admin-api.md)"))
         }
     }
 
     /// `{"destination": "/topic/x", "body": "...", "headers": {"k": "v"}}`; `body` is text (UTF-8), or base64 in
-    /// `body_base64` for binary.
+    /// `body_base64` for binary; header values are strings, numbers or booleans (`true` is sent as `true`).
     private func publish(_ request: Request, operations: any AdminOperations, on eventLoop: any EventLoop) -> EventLoopFuture<Response> {
-        guard let object = try? JSONSerialization.jsonObject(with: Data(request.body.readableBytesView)) as? [String: Any] else {
+        let given: PublishRequest
+        do {
+            given = try JSONDecoder().decode(PublishRequest.self, from: Data(request.body.readableBytesView))
+        } catch DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context) {
+            let path = context.codingPath.map(\.stringValue)
+            let reason = switch (path.first, path.count) {
+            case ("destination", _): "'destination' (a string) is required"
+            case ("body", _): "'body' must be a string (use 'body_base64' for binary)"
+            case ("body_base64", _): "'body_base64' must be a string"
+            case ("headers", 1): "'headers' must be an object of strings"
+            case ("headers", _): "header '\(path[1])' must be a string, number or boolean"
+            default: "expected a JSON object: {\"destination\": ..., \"body\": ...}"
+            }
+            return eventLoop.makeSucceededFuture(.error(.badRequest, "bad_request", reason))
+        } catch {
             return eventLoop.makeSucceededFuture(.error(.badRequest, "bad_request", "expected a JSON object: {\"destination\": ..., \"body\": ...}"))
         }
-        guard let destination = object["destination"] as? String, !destination.isEmpty else {
+        guard let destination = given.destination, !destination.isEmpty else {
             return eventLoop.makeSucceededFuture(.error(.badRequest, "bad_request", "'destination' (a string) is required"))
         }
         var body = ByteBuffer()
-        if let text = object["body"] as? String {
+        if let text = given.body {
             body.writeString(text)
-        } else if let encoded = object["body_base64"] as? String {
+        } else if let encoded = given.body_base64 {
             guard let data = Data(base64Encoded: encoded) else {
                 return eventLoop.makeSucceededFuture(.error(.badRequest, "bad_request", "'body_base64' is not valid base64"))
             }
             body.writeBytes(data)
-        } else if object["body"] != nil {
-            return eventLoop.makeSucceededFuture(.error(.badRequest, "bad_request", "'body' must be a string (use 'body_base64' for binary)"))
         }
-        var headers: [(String, String)] = []
-        if let given = object["headers"] {
-            guard let dictionary = given as? [String: Any] else {
-                return eventLoop.makeSucceededFuture(.error(.badRequest, "bad_request", "'headers' must be an object of strings"))
-            }
-            for (name, value) in dictionary.sorted(by: { $0.key < $1.key }) {
-                let text: String
-                switch value {
-                case let string as String: text = string
-                case let number as NSNumber: text = number.stringValue
-                default:
-                    return eventLoop.makeSucceededFuture(.error(.badRequest, "bad_request", "header '\(name)' must be a string, number or boolean"))
-                }
-                headers.append((name, text))
-            }
-        }
+        let headers = (given.headers ?? [:]).sorted { $0.key < $1.key }.map { ($0.key, $0.value.text) }
         return operations.publish(destination: destination, headers: headers, body: body, on: eventLoop).map { outcome in
             switch outcome {
             case .accepted:
@@ -231,6 +252,17 @@ struct ConnectionInfo: Codable, Sendable {
     /// The STOMP version, once CONNECTED.
     var version: String?
     var subscriptions: Int
+
+    /// Every key, `null` included (the synthesized encoding leaves nil out).
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(self.session, forKey: .session)
+        try container.encode(self.transport, forKey: .transport)
+        try container.encode(self.remote, forKey: .remote)
+        try container.encode(self.user, forKey: .user)
+        try container.encode(self.version, forKey: .version)
+        try container.encode(self.subscriptions, forKey: .subscriptions)
+    }
 }
 
 struct ConnectionList: Codable, Sendable {
@@ -256,4 +288,30 @@ struct QueueChange: Codable, Sendable {
     var queue: String
     var purged: Int?
     var moved: Int?
+}
+
+/// The body of `POST /api/v1/publish`.
+private struct PublishRequest: Decodable {
+    var destination: String?
+    var body: String?
+    var body_base64: String?
+    var headers: [String: HeaderValue]?
+
+    /// A header value as JSON gives it: a string, a number or a boolean, written as STOMP would carry it.
+    struct HeaderValue: Decodable {
+        var text: String
+
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.singleValueContainer()
+            if let flag = try? container.decode(Bool.self) {
+                self.text = flag ? "true" : "false"
+            } else if let integer = try? container.decode(Int64.self) {
+                self.text = String(integer)
+            } else if let number = try? container.decode(Double.self) {
+                self.text = String(number)
+            } else {
+                self.text = try container.decode(String.self)
+            }
+        }
+    }
 }

@@ -3,11 +3,11 @@ import NIOCore
 import StarlingBroker
 import StarlingSTOMP
 
-/// Publishes for the admin API (`POST /api/v1/publish`) through a STOMP session of its own on each event loop, fed
-/// SEND frames: an HTTP publish has exactly the semantics of a STOMP one (destination checks, queue limits,
-/// persistence with its receipt after the group commit, rooms and their history, `idempotency-key`), from one code
-/// path. The session's RECEIPT or ERROR answers the request. An ERROR ends a STOMP session, so the next publish
-/// starts a new one. Lives on its loop; not Sendable.
+/// Publishes for the admin API (`POST /api/v1/publish`) through a STOMP session of its own, fed one SEND frame: an
+/// HTTP publish has exactly the semantics of a STOMP one (destination checks, queue limits, persistence with its
+/// receipt after the group commit, rooms and their history, `idempotency-key`), from one code path. The session's
+/// RECEIPT or ERROR answers the request. One session per publish: a refusal (an ERROR ends a STOMP session) touches
+/// no other request. Lives on its loop; not Sendable.
 final class AdminPublisher {
     /// What a publish came to: accepted (RECEIPT), or refused with the ERROR's message.
     enum Outcome {
@@ -17,61 +17,44 @@ final class AdminPublisher {
 
     private let loop: LoopBroker
     private let makeConnection: (LoopBroker, any STOMPTransport) -> STOMPConnection
-    private var session: (connection: STOMPConnection, transport: CapturingTransport)?
-    private var nextReceipt: UInt64 = 0
-    private var waiting: [String: EventLoopPromise<Outcome>] = [:]
 
     init(loop: LoopBroker, makeConnection: @escaping (LoopBroker, any STOMPTransport) -> STOMPConnection) {
         self.loop = loop
         self.makeConnection = makeConnection
     }
 
-    /// Sends `body` to `destination` with `headers` (`destination`, `receipt`, `content-length` are set here).
+    /// Sends `body` to `destination` with `headers` (`destination`, `receipt`, `content-length`, `transaction` are set
+    /// here). Accepted means what a RECEIPT means, and more: the answer comes after this loop handed the message to
+    /// the subscribers' loops, so a publish made after it (from anywhere) reaches them after this one.
     func publish(destination: String, headers: [(String, String)], body: ByteBuffer) -> EventLoopFuture<Outcome> {
-        let session = self.currentSession()
-        self.nextReceipt += 1
-        let receipt = "admin-\(self.nextReceipt)"
         let promise = self.loop.eventLoop.makePromise(of: Outcome.self)
-        self.waiting[receipt] = promise
+        let eventLoop = self.loop.eventLoop
+        let transport = CapturingTransport { frame in
+            switch frame.command {
+            case .receipt:
+                // After the loop's outbox task, which `publish` scheduled before this RECEIPT was written.
+                eventLoop.assumeIsolated().execute { promise.succeed(.accepted) }
+            case .error:
+                promise.succeed(.refused(frame.headers["message"] ?? "refused"))
+            default:
+                break
+            }
+        }
+        let connection = self.makeConnection(self.loop, transport)
+        transport.connection = connection
         var frame = STOMPHeaders()
         frame.add("destination", destination)
         for (name, value) in headers where !["destination", "receipt", "content-length", "transaction"].contains(name) {
             frame.add(name, value)
         }
-        frame.add("receipt", receipt)
-        var bytes = STOMPFrameEncoder.encode(STOMPFrame(.send, headers: frame, body: body), version: .v1_2)
-        session.connection.received(&bytes)
+        frame.add("receipt", "publish")
+        var bytes = ByteBuffer(string: "CONNECT\naccept-version:1.2\nhost:/\nlogin:admin\nheart-beat:0,0\n\n\0")
+        var send = STOMPFrameEncoder.encode(STOMPFrame(.send, headers: frame, body: body), version: .v1_2)
+        bytes.writeBuffer(&send)
+        connection.received(&bytes)
+        // Answered (a persistent SEND's RECEIPT comes after the group commit): the session is done.
+        promise.futureResult.assumeIsolated().whenComplete { _ in connection.close(.normal) }
         return promise.futureResult
-    }
-
-    private func currentSession() -> (connection: STOMPConnection, transport: CapturingTransport) {
-        if let session = self.session, !session.connection.closed { return session }
-        let transport = CapturingTransport { [weak self] frame in self?.answer(frame) }
-        let connection = self.makeConnection(self.loop, transport)
-        transport.connection = connection
-        var connect = ByteBuffer(string: "CONNECT\naccept-version:1.2\nhost:/\nlogin:admin\nheart-beat:0,0\n\n\0")
-        connection.received(&connect)
-        self.session = (connection, transport)
-        return (connection, transport)
-    }
-
-    /// A frame the session wrote: a RECEIPT or an ERROR answers a publish (CONNECTED needs nothing).
-    private func answer(_ frame: STOMPFrame) {
-        switch frame.command {
-        case .receipt:
-            if let id = frame.headers["receipt-id"], let promise = self.waiting.removeValue(forKey: id) { promise.succeed(.accepted) }
-        case .error:
-            let message = frame.headers["message"] ?? "refused"
-            if let id = frame.headers["receipt-id"], let promise = self.waiting.removeValue(forKey: id) {
-                promise.succeed(.refused(message))
-            }
-            // The session is over: whatever else waited on it is refused the same way.
-            for promise in self.waiting.values { promise.succeed(.refused(message)) }
-            self.waiting.removeAll()
-            self.session = nil
-        default:
-            break
-        }
     }
 }
 
@@ -97,11 +80,10 @@ private final class CapturingTransport: STOMPTransport {
     func flush() {}
 
     func close(_ reason: TransportCloseReason) {
-        guard !self.closed else { return }
+        guard !self.closed, let connection = self.connection else { return }
         self.closed = true
         // As a socket would: the session learns that its transport is gone once the current work is done.
-        let connection = self.connection
-        connection?.loop.eventLoop.assumeIsolated().execute { connection?.transportClosed() }
+        connection.loop.eventLoop.assumeIsolated().execute { connection.transportClosed() }
     }
 
     var isWritable: Bool { true }

@@ -133,14 +133,10 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     /// `/api/...`: the admin API answers (asynchronously: it may need every loop); the reply is written here.
     private func respondAdmin(to request: HTTPRequestHead, body: ByteBuffer, context: ChannelHandlerContext) {
-        if self.bodyTooLarge {
-            let reply = AdminAPI.Response.error(.payloadTooLarge, "too_large", "the request body is over \(self.routes.admin.maxBodySize) bytes")
-            self.send(reply.status, headers: ["Content-Type": "application/json"], body: reply.body, request: request, context: context)
-            return
-        }
         let (path, query) = Self.split(request.uri)
         let apiRequest = AdminAPI.Request(
-            method: request.method, path: path, query: query, authorization: request.headers.first(name: "Authorization"), body: body
+            method: request.method, path: path, query: query, authorization: request.headers.first(name: "Authorization"), body: body,
+            bodyTooLarge: self.bodyTooLarge
         )
         self.routes.admin.handle(apiRequest, operations: self.routes.adminOperations, on: context.eventLoop).hop(to: context.eventLoop).assumeIsolated().whenComplete { result in
             let reply = (try? result.get()) ?? .error(.serviceUnavailable, "unavailable", "the server is stopping")
