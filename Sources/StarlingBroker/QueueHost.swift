@@ -9,10 +9,10 @@ import StarlingSTOMP
 /// to the consumers' loops the same way.
 final class QueueHost: @unchecked Sendable {
     unowned let loop: LoopBroker
-    private var queues: [String: MessageQueue] = [:]
+    var queues: [String: MessageQueue] = [:]
     /// Consumers of this loop's queues, to post deliveries to.
     private var consumers: [UInt64: QueueSubscription] = [:]
-    private var dirtyQueues: Set<String> = []
+    var dirtyQueues: Set<String> = []
     private var outbox: [[QueueCommand]]
     /// The size of the last batch sent to each loop: the next one starts with that capacity.
     private var outboxSizes: [Int]
@@ -24,7 +24,7 @@ final class QueueHost: @unchecked Sendable {
     /// Where persistent messages go (nil: everything in memory).
     let store: MessageStore?
     /// Store writes of this hop, submitted as one batch at its end, and who waits for them.
-    private var storeOperations: [StoreOperation] = []
+    var storeOperations: [StoreOperation] = []
     private var storeWaiters: [StoreWaiter] = []
     /// Outcomes of store batches, from the writer thread, waiting for this loop (see `storeCompleted`).
     private let completions = NIOLockedValueBox<[(waiters: [StoreWaiter], error: StoreError?)]>([])
@@ -37,7 +37,7 @@ final class QueueHost: @unchecked Sendable {
         /// A room SEND with a receipt: answered once the room's history holds it on disk.
         case kept(QueueReply)
     }
-    private(set) var policies: QueuePolicies
+    var policies: QueuePolicies
 
     /// How often expired messages are swept out of queues nobody consumes from.
     static let sweepInterval = TimeAmount.seconds(1)
@@ -289,7 +289,7 @@ final class QueueHost: @unchecked Sendable {
 
     /// Runs `body` on the queue for `destination` (created on first use) and marks it for dispatch.
     @discardableResult
-    private func withQueue<Result>(_ destination: String, _ body: (inout MessageQueue) -> Result) -> Result {
+    func withQueue<Result>(_ destination: String, _ body: (inout MessageQueue) -> Result) -> Result {
         if self.queues[destination] == nil {
             self.queues[destination] = MessageQueue(destination: destination, policy: self.policies.policy(for: destination))
             self.startSweeping()
@@ -300,7 +300,7 @@ final class QueueHost: @unchecked Sendable {
         return result
     }
 
-    private func dispatchDirtyQueues() {
+    func dispatchDirtyQueues() {
         guard !self.dirtyQueues.isEmpty else { return }
         let now = WallClock.milliseconds()
         // Dispatching posts deliveries and dead letters to outboxes; it never marks a queue dirty, so the set is
@@ -415,62 +415,6 @@ final class QueueHost: @unchecked Sendable {
         self.queues[destination].map { ($0.readyCount, $0.unackedCount, $0.consumerCount) }
     }
 
-    /// Deletes the ready messages of `destination` (from the store too); nil when this loop holds no such queue.
-    func purge(_ destination: String) -> Int? {
-        guard self.queues[destination] != nil else { return nil }
-        let removed = self.withQueue(destination) { $0.removeAllReady() }
-        for message in removed {
-            if let storeID = message.storeID { self.storeOperations.append(.delete(storeID: storeID)) }
-        }
-        self.submitStoreOperations()
-        return removed.count
-    }
-
-    /// Moves the ready messages of dead-letter queue `destination` back to the queues they died in (their
-    /// `x-original-destination`), with a fresh delivery count; stored ones are moved in one store batch, as dead
-    /// letters are. Nil when this loop holds no such queue.
-    func redrive(_ destination: String) -> Int? {
-        guard self.queues[destination] != nil else { return nil }
-        let removed = self.withQueue(destination) { $0.removeAllReady() }
-        let suffix = self.policy(for: destination).deadLetterSuffix
-        let fallback = destination.hasSuffix(suffix) ? String(destination.dropLast(suffix.count)) : destination
-        for queued in removed {
-            let original = queued.message
-            // Only a queue whose dead-letter queue this is: the header is the sender's to set, not to aim a redrive.
-            let named = original.headers["x-original-destination"]
-            let target = named.flatMap { $0.hasPrefix(QueueName.prefix) && $0 + self.policy(for: $0).deadLetterSuffix == destination ? $0 : nil }
-                ?? fallback
-            let message = BrokerMessage(
-                destination: target, messageID: original.messageID, sendHeaders: original.headers, body: original.body,
-                allocator: ByteBufferAllocator()
-            )
-            var enqueue = QueueEnqueue(destination: target, message: message, expiresAt: nil, reply: nil)
-            if let oldID = queued.storeID {
-                let newID = self.loop.broker.makeStoreID()
-                self.storeOperations.append(.insert(StoredMessage(storeID: newID, queue: target, message: message, expiresAt: nil, deliveryCount: 0)))
-                self.storeOperations.append(.delete(storeID: oldID))
-                enqueue.storeID = newID
-            }
-            self.postToOwner(.enqueue(enqueue), destination: target)
-        }
-        self.submitStoreOperations()
-        return removed.count
-    }
-
-    /// New policies (a configuration reload): for the queues created from now on and for the existing ones.
-    func update(_ policies: QueuePolicies) {
-        self.policies = policies
-        for destination in Array(self.queues.keys) {
-            self.queues[destination]!.policy = policies.policy(for: destination)
-            self.dirtyQueues.insert(destination)
-        }
-        self.dispatchDirtyQueues()
-    }
-
-    /// Every queue this loop owns, with its counts (temporary queues included).
-    func allQueueStats() -> [QueueStatistics] {
-        self.queues.values.map { QueueStatistics(destination: $0.destination, ready: $0.readyCount, unacked: $0.unackedCount, consumers: $0.consumerCount) }
-    }
 }
 
 /// The topic-side end of a durable subscription: a subscriber in the topic index (on the queue's owning loop) that
