@@ -242,9 +242,10 @@ struct HistoryRing {
     }
 }
 
-/// Just enough JSON writing for presence bodies.
-enum JSON {
-    static func string(_ text: String) -> String {
+/// Just enough JSON writing for presence bodies (and the server's JSON log lines).
+public enum JSON {
+    /// A JSON string literal (RFC 8259 §7: quote, backslash and control characters escaped).
+    public static func string(_ text: String) -> String {
         var out = "\""
         for scalar in text.unicodeScalars {
             switch scalar {

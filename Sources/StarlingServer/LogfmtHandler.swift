@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import StarlingBroker
 
 /// Logs one line per event to stderr: logfmt (`ts=... level=info msg=listening http=127.0.0.1:8080 ...`), or one JSON
 /// object (`{"ts":"...","level":"info","msg":"listening","http":"127.0.0.1:8080"}`) for log pipelines that want it.
@@ -29,9 +30,9 @@ public struct LogfmtHandler: LogHandler {
         if let metadata = event.metadata { merged.merge(metadata) { $1 } }
         if let error = event.error { merged["error"] = "\(error)" }
         if self.format == .json {
-            var line = "{\"ts\":\(Self.json(Self.timestamp())),\"level\":\"\(event.level)\",\"msg\":\(Self.json(event.message.description))"
+            var line = "{\"ts\":\(JSON.string(Self.timestamp())),\"level\":\"\(event.level)\",\"msg\":\(JSON.string(event.message.description))"
             for key in merged.keys.sorted() where !["ts", "level", "msg"].contains(key) {
-                line += ",\(Self.json(key)):\(Self.json(merged[key]!.description))"
+                line += ",\(JSON.string(key)):\(JSON.string(merged[key]!.description))"
             }
             line += "}\n"
             FileHandle.standardError.write(Data(line.utf8))
@@ -43,23 +44,6 @@ public struct LogfmtHandler: LogHandler {
         }
         line += "\n"
         FileHandle.standardError.write(line.data(using: .utf8)!)
-    }
-
-    /// A JSON string literal (RFC 8259 §7: quote, backslash and control characters escaped).
-    static func json(_ value: String) -> String {
-        var out = "\""
-        for scalar in value.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
     }
 
     private static func quote(_ value: String) -> String {
