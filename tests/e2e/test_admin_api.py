@@ -917,9 +917,15 @@ def test_disconnect_by_session_id(admin, clients):
     assert ok(admin, "GET", queue_path(queue)) == {"name": queue, "ready": 0, "unacked": 1, "consumers": 1}
     for client in (tcp, ws):
         session = client.connected_frame.headers["session"]
+        one = ok(admin, "GET", f"/api/v1/connections/{session}")
+        assert one["session"] == session and one["version"] == "1.2" and one["transport"] in ("tcp", "ws", "ws+deflate"), one
         assert ok(admin, "DELETE", f"/api/v1/connections/{session}") == {"disconnected": session}
         frames = client.wait_closed(T)
         assert [(f.command, f.headers.get("message")) for f in frames] == [("ERROR", "disconnected by an administrator")]
+        deadline = time.monotonic() + T
+        while (reply := api(admin, "GET", f"/api/v1/connections/{session}")).status == 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (reply.status, reply.json) == (404, error("not_found", f"no connection with session id '{session}'"))
         assert api(admin, "DELETE", f"/api/v1/connections/{session}").json == error(
             "not_found", f"no connection with session id '{session}'")
         listed = ok(admin, "GET", "/api/v1/connections")["connections"]
@@ -1150,7 +1156,7 @@ def test_destinations(admin, clients):
 
 @pytest.mark.parametrize("method, path", [
     ("GET", "/api/v1/publish"), ("PUT", "/api/v1/publish"), ("DELETE", "/api/v1/publish"),
-    ("POST", "/api/v1/connections"), ("DELETE", "/api/v1/connections"), ("GET", "/api/v1/connections/abc"),
+    ("POST", "/api/v1/connections"), ("DELETE", "/api/v1/connections"), ("PUT", "/api/v1/connections/abc"),
     ("PATCH", "/api/v1/connections/abc"), ("POST", "/api/v1/queues"), ("DELETE", "/api/v1/queues"),
     ("PUT", "/api/v1/queues/orders"), ("DELETE", "/api/v1/queues/orders"), ("GET", "/api/v1/queues/orders/messages"),
     ("POST", "/api/v1/queues/orders/messages"), ("GET", "/api/v1/queues/orders/redrive"),

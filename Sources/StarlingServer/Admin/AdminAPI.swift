@@ -39,7 +39,7 @@ final class AdminAPI: Sendable {
         switch (route.count, route[0]) {
         case (1, "publish"): [.POST]
         case (1, "connections"), (1, "queues"), (1, "destinations"), (1, "rooms"), (2, "queues"), (2, "rooms"): [.GET]
-        case (2, "connections"): [.DELETE]
+        case (2, "connections"): [.GET, .DELETE]
         case (3, "queues") where route[2] == "messages": [.DELETE]
         case (3, "queues") where route[2] == "redrive": [.POST]
         default: []
@@ -97,6 +97,14 @@ final class AdminAPI: Sendable {
             let limit = request.query["limit"].flatMap(Int.init) ?? 1000
             return operations.connections(user: request.query["user"], limit: max(0, limit), on: eventLoop)
                 .map { Response(status: .ok, json: $0) }
+        case (.GET, 2, "connections"):
+            let session = route[1]
+            return operations.connections(user: nil, limit: Int.max, on: eventLoop).map { list in
+                guard let connection = list.connections.first(where: { $0.session == session }) else {
+                    return .error(.notFound, "not_found", "no connection with session id '\(session)'")
+                }
+                return Response(status: .ok, json: connection)
+            }
         case (.DELETE, 2, "connections"):
             return operations.disconnect(session: route[1], on: eventLoop).map { found in
                 found ? Response(status: .ok, json: ["disconnected": route[1]])
