@@ -136,3 +136,68 @@ def test_drain_window_spreads_disconnects_and_keeps_serving_the_rest(own_server)
     assert spread[-1] > 1.2, f"the last client was told {spread[-1]:.2f} s after SIGTERM: not spread over 2 s ({spread})"
     assert spread[len(spread) // 2] > 0.4, spread
     assert srv.wait(10) == 0
+
+
+def test_drain_with_stomp_py_producers_loses_no_receipted_persistent_message(tmp_path):
+    """stomp.py producers send persistent queue messages with receipts while SIGTERM drains the server over a window:
+    each producer gets ERROR `server shutting down`, the server exits 0, and after a restart on the same data
+    directory every message whose RECEIPT arrived is in the queue."""
+    import threading
+
+    from e2e_helpers import StarlingServer
+
+    data = tmp_path / "data"
+    srv = StarlingServer(data, ["--set", "drain-window-ms=1500"]).start()
+    queue = f"/queue/drain-{uid()}"
+    producers = []
+    stop = threading.Event()
+
+    def produce(conn, index):
+        n = 0
+        while not stop.is_set() and conn.is_connected():
+            n += 1
+            try:
+                conn.send(queue, f"p{index}-{n}", headers={"persistent": "true", "receipt": f"p{index}-{n}"})
+            except Exception:
+                return
+            time.sleep(0.002)
+
+    for index in range(3):
+        conn = stomp.Connection12([("127.0.0.1", srv.stomp_port)], timeout=5, reconnect_attempts_max=1, heartbeats=(0, 0))
+        col = Collector()
+        stomp_connect(conn, col)
+        thread = threading.Thread(target=produce, args=(conn, index), daemon=True)
+        producers.append((conn, col, thread))
+        thread.start()
+    time.sleep(0.7)
+    srv.terminate()
+    assert srv.wait(20) == 0, srv.output()
+    stop.set()
+    receipted: set[str] = set()
+    for conn, col, thread in producers:
+        thread.join(5)
+        col.wait_for(lambda: col.errors or col.disconnected, 5, "the shutdown notice")
+        assert any(e.headers.get("message") == "server shutting down" for e in col.errors), [e.headers for e in col.errors]
+        receipted.update(col.receipts)
+        stomp_close(conn)
+    assert len(receipted) > 50, f"only {len(receipted)} receipts before the drain"
+
+    again = StarlingServer(data).start()
+    try:
+        consumer = RawTcpStomp(again.stomp_port)
+        assert consumer.connect().command == "CONNECTED"
+        consumer.send_frame("SUBSCRIBE", {"id": "c", "destination": queue, "ack": "auto"})
+        bodies: set[str] = set()
+        deadline = time.monotonic() + 20
+        while not receipted <= bodies and time.monotonic() < deadline:
+            try:
+                frame = consumer.recv_frame(1)
+            except TimeoutError:
+                continue
+            if frame.command == "MESSAGE":
+                bodies.add(frame.body.decode())
+        missing = receipted - bodies
+        assert not missing, f"{len(missing)} receipted messages lost, e.g. {sorted(missing)[:5]}"
+        consumer.close()
+    finally:
+        again.stop()
