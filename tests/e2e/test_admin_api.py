@@ -20,6 +20,7 @@ import subprocess
 import threading
 import time
 import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 
 import pytest
@@ -1423,3 +1424,22 @@ def test_every_answer_seen_is_documented():
         assert validate(spec, response_schema(spec, op, status), body) == [], (method, path, status, body)
         seen.add((method, documented_path, status))
     assert len(seen) >= 10, seen
+
+
+def test_refused_publishes_are_not_counted_as_error_frames(admin):
+    """A 422 comes from the API's own STOMP session, whose ERROR reaches no client: `starling_errors_total` stays,
+    and the API's sessions are not counted as client sessions."""
+
+    def scrape() -> dict[str, float]:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{admin.http_port}/metrics", timeout=T).read().decode()
+        return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                if line.startswith(("starling_errors_total", "starling_sessions "))}
+
+    before = scrape()
+    for _ in range(3):
+        assert api(admin, "POST", "/api/v1/publish", {"destination": "/nope/x", "body": ""}).status == 422
+        publish(admin, f"/topic/{uid()}", "fine")
+    after = scrape()
+    assert {k: v for k, v in after.items() if k.startswith("starling_errors_total")} == \
+        {k: v for k, v in before.items() if k.startswith("starling_errors_total")}
+    assert after["starling_sessions"] == before["starling_sessions"]

@@ -230,8 +230,10 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
     /// The session starts: CONNECTED, heart-beats, and the login naming the user.
     private func connected(_ frame: STOMPFrame, heartbeat: SessionStateMachine.NegotiatedHeartbeat, login: String?, clientID: String?) {
         self.connectDeadline = nil
-        self.sessionOpen = true
-        self.metrics.sessions += 1
+        if self.settings.kind != .internal {
+            self.sessionOpen = true
+            self.metrics.sessions += 1
+        }
         self.login = login
         self.clientID = clientID
         if let login, !login.isEmpty { self.authorHeaders = [("user-name", login)] }
