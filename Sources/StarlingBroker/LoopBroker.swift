@@ -382,9 +382,7 @@ public final class LoopBroker: @unchecked Sendable {
         self.queueHost.allQueueStats()
     }
 
-    /// Destinations and patterns with at least one subscriber on this loop.
-    public var subscribedPatterns: [String] { Array(self.patternCounts.keys) }
-    /// The same, with their subscribers on this loop.
+    /// Destinations and patterns with at least one subscriber on this loop, with their subscribers on it.
     public var subscribedPatternCounts: [String: Int] { self.patternCounts }
 
     /// The rooms and topics with history this loop owns.

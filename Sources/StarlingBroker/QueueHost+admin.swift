@@ -28,18 +28,7 @@ extension QueueHost {
             let named = original.headers["x-original-destination"]
             let target = named.flatMap { $0.hasPrefix(QueueName.prefix) && $0 + self.policy(for: $0).deadLetterSuffix == destination ? $0 : nil }
                 ?? fallback
-            let message = BrokerMessage(
-                destination: target, messageID: original.messageID, sendHeaders: original.headers, body: original.body,
-                allocator: ByteBufferAllocator()
-            )
-            var enqueue = QueueEnqueue(destination: target, message: message, expiresAt: nil, reply: nil)
-            if let oldID = queued.storeID {
-                let newID = self.loop.broker.makeStoreID()
-                self.storeOperations.append(.insert(StoredMessage(storeID: newID, queue: target, message: message, expiresAt: nil, deliveryCount: 0)))
-                self.storeOperations.append(.delete(storeID: oldID))
-                enqueue.storeID = newID
-            }
-            self.postToOwner(.enqueue(enqueue), destination: target)
+            self.move(queued, headers: original.headers, to: target)
         }
         self.submitStoreOperations()
         return removed.count

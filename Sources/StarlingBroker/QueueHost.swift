@@ -343,20 +343,25 @@ final class QueueHost: @unchecked Sendable {
             headers.replaceOrAdd("x-original-destination", destination)
             headers.replaceOrAdd("x-death-delivery-count", String(letter.message.deliveryCount))
             headers.replaceOrAdd("x-death-time", String(now))
-            let message = BrokerMessage(
-                destination: target, messageID: original.messageID, sendHeaders: headers, body: original.body,
-                allocator: ByteBufferAllocator()
-            )
-            var enqueue = QueueEnqueue(destination: target, message: message, expiresAt: nil, reply: nil)
-            if let oldID = letter.message.storeID {
-                // Moved in one store batch: the copy in the dead-letter queue is written with the removal.
-                let newID = self.loop.broker.makeStoreID()
-                self.storeOperations.append(.insert(StoredMessage(storeID: newID, queue: target, message: message, expiresAt: nil, deliveryCount: 0)))
-                self.storeOperations.append(.delete(storeID: oldID))
-                enqueue.storeID = newID
-            }
-            self.postToOwner(.enqueue(enqueue), destination: target)
+            self.move(letter.message, headers: headers, to: target)
         }
+    }
+
+    /// Sends `queued` (with `headers`) to queue `target` as a new message with a fresh delivery count. A stored one
+    /// is moved in one store batch: the copy is written with the removal.
+    func move(_ queued: QueuedMessage, headers: STOMPHeaders, to target: String) {
+        let message = BrokerMessage(
+            destination: target, messageID: queued.message.messageID, sendHeaders: headers, body: queued.message.body,
+            allocator: ByteBufferAllocator()
+        )
+        var enqueue = QueueEnqueue(destination: target, message: message, expiresAt: nil, reply: nil)
+        if let oldID = queued.storeID {
+            let newID = self.loop.broker.makeStoreID()
+            self.storeOperations.append(.insert(StoredMessage(storeID: newID, queue: target, message: message, expiresAt: nil, deliveryCount: 0)))
+            self.storeOperations.append(.delete(storeID: oldID))
+            enqueue.storeID = newID
+        }
+        self.postToOwner(.enqueue(enqueue), destination: target)
     }
 
     // MARK: durable subscriptions

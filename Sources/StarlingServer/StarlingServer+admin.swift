@@ -40,6 +40,14 @@ extension StarlingServer: AdminOperations {
         }.map { $0.flatMap { $0 }.sorted { $0.name < $1.name } }
     }
 
+    /// One queue, asked of its owning loop only.
+    func queue(_ name: String, on eventLoop: any EventLoop) -> EventLoopFuture<QueueInfo?> {
+        let owner = self.broker.loops[self.broker.loops[0].queueOwner(name)]
+        return owner.eventLoop.submit {
+            owner.queueStats(name).map { QueueInfo(name: name, ready: $0.ready, unacked: $0.unacked, consumers: $0.consumers) }
+        }.hop(to: eventLoop)
+    }
+
     func purge(queue: String, on eventLoop: any EventLoop) -> EventLoopFuture<Int?> {
         let owner = self.broker.loops[self.broker.loops[0].queueOwner(queue)]
         return owner.eventLoop.submit { owner.purgeQueue(queue) }.hop(to: eventLoop)

@@ -55,7 +55,7 @@ extension StarlingServer {
         summary.append(authenticator == nil ? "auth: any login (loopback only)" : "auth: checked")
         if let tls = configuration.tls {
             do throws(TLSContextHolder.LoadError) {
-                _ = try TLSContextHolder(tls)
+                _ = try TLSContextHolder.prepare(tls)
             } catch {
                 throw StartError(description: error.description)
             }

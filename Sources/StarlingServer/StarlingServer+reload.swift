@@ -25,12 +25,13 @@ extension StarlingServer {
         if (authenticator != nil) != (self.authPool != nil) {
             needsRestart.append("[auth] (turning login checks on or off)")
         }
+        var preparedTLS: TLSContextHolder.Prepared?
         if let tls = new.tls {
             if self.tls == nil {
                 needsRestart.append("[tls] (new listeners)")
             } else {
                 do throws(TLSContextHolder.LoadError) {
-                    try TLSContextHolder.check(tls)
+                    preparedTLS = try TLSContextHolder.prepare(tls)
                 } catch {
                     throw StartError(description: error.description)
                 }
@@ -43,13 +44,9 @@ extension StarlingServer {
         self.template.withLockedValue { $0 = template }
         self.connections.setLimits(maxTotal: new.limits.maxConnections, maxPerAddress: new.limits.maxConnectionsPerAddress)
         self.admin.setToken(new.adminToken)
-        if let tls = new.tls, let holder = self.tls {
-            do throws(TLSContextHolder.LoadError) {
-                try holder.reload(tls)
-            } catch {
-                throw StartError(description: error.description)
-            }
-            self.logger.info("tls reloaded", metadata: ["cert_file": "\(tls.certificateFile)"])
+        if let preparedTLS, let holder = self.tls {
+            holder.install(preparedTLS)
+            self.logger.info("tls reloaded", metadata: ["cert_file": "\(new.tls?.certificateFile ?? "")"])
         }
         try await self.broker.updatePolicies(
             queue: QueuePolicies(defaultPolicy: new.queues, rules: new.queuePolicyRules),

@@ -102,7 +102,7 @@ struct ReloadOnHangup: Service {
             if !result.needsRestart.isEmpty { metadata["needs_restart"] = "\(result.needsRestart.joined(separator: ", "))" }
             self.logger.info("config reloaded", metadata: metadata)
         } catch {
-            let reason = (error as? ServerConfiguration.SettingError)?.description ?? (error as? StarlingServer.StartError)?.description ?? "\(error)"
+            let reason = "\(error)"
             // A certificate problem says so (operators renewing certificates look for it).
             self.logger.error(reason.hasPrefix("tls:") ? "tls reload failed" : "config reload failed", metadata: ["reason": "\(reason)"])
         }
@@ -126,7 +126,7 @@ struct CheckConfig: ParsableCommand {
             print("starling check-config: \(self.file) is valid")
             for line in summary { print("  \(line)") }
         } catch {
-            let text = (error as? ServerConfiguration.SettingError)?.description ?? (error as? StarlingServer.StartError)?.description ?? "\(error)"
+            let text = "\(error)"
             FileHandle.standardError.write(Data("starling check-config: \(text)\n".utf8))
             throw ExitCode.failure
         }

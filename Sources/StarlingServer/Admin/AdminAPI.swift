@@ -114,9 +114,9 @@ final class AdminAPI: Sendable {
             return operations.queues(on: eventLoop).map { Response(status: .ok, json: ["queues": $0]) }
         case (.GET, 2, "queues"):
             let name = Self.queueName(route[1])
-            return operations.queues(on: eventLoop).map { queues in
-                if let queue = queues.first(where: { $0.name == name }) { return Response(status: .ok, json: queue) }
-                return .error(.notFound, "not_found", "no queue '\(name)'")
+            return operations.queue(name, on: eventLoop).map { queue in
+                guard let queue else { return .error(.notFound, "not_found", "no queue '\(name)'") }
+                return Response(status: .ok, json: queue)
             }
         case (.DELETE, 3, "queues") where route[2] == "messages":
             let name = Self.queueName(route[1])
@@ -224,6 +224,7 @@ protocol AdminOperations: Sendable {
     func connections(user: String?, limit: Int, on eventLoop: any EventLoop) -> EventLoopFuture<ConnectionList>
     func disconnect(session: String, on eventLoop: any EventLoop) -> EventLoopFuture<Bool>
     func queues(on eventLoop: any EventLoop) -> EventLoopFuture<[QueueInfo]>
+    func queue(_ name: String, on eventLoop: any EventLoop) -> EventLoopFuture<QueueInfo?>
     func purge(queue: String, on eventLoop: any EventLoop) -> EventLoopFuture<Int?>
     func redrive(deadLetterQueue: String, on eventLoop: any EventLoop) -> EventLoopFuture<Int?>
     func destinations(on eventLoop: any EventLoop) -> EventLoopFuture<[DestinationInfo]>

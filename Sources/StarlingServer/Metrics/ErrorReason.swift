@@ -34,25 +34,27 @@ extension ErrorReason {
     /// The reason, and the limit if one was hit, of an ERROR whose `message` is `message`. Read from the message's
     /// start: every ERROR goes through `STOMPConnection.fail`, and the messages are the server's own.
     static func classify(_ message: String) -> (ErrorReason, LimitName?) {
-        let prefixes: [(String, ErrorReason, LimitName?)] = [
-            ("authentication failed: too many failed", .auth, .failedLoginLimit),
-            ("authentication failed", .auth, nil),
-            ("access denied", .access, nil),
-            ("token", .token, nil),
-            ("too many subscriptions", .limit, .maxSubscriptions),
-            ("too many open transactions", .limit, .maxTransactions),
-            ("too many frames in transaction", .limit, .maxTransactions),
-            ("too much data held", .limit, .maxHeldInput),
-            ("no CONNECT frame within", .limit, .connectTimeout),
-            ("slow consumer", .slowConsumer, .maxPendingBytes),
-            ("disconnected by an administrator", .admin, nil),
-            // `STOMPParseError` descriptions of the parser's limits.
-            ("Body larger than", .limit, .maxBodySize),
-            ("More than", .limit, .maxHeaderCount),
-            ("Header line longer than", .limit, .maxHeaderLength),
-            ("Command line longer than", .limit, .maxHeaderLength),
-        ]
-        for (prefix, reason, limit) in prefixes where message.hasPrefix(prefix) { return (reason, limit) }
+        for (prefix, reason, limit) in Self.prefixes where message.hasPrefix(prefix) { return (reason, limit) }
         return (.protocol, nil)
     }
+
+    /// Message starts, most specific first.
+    private static let prefixes: [(String, ErrorReason, LimitName?)] = [
+        ("authentication failed: too many failed", .auth, .failedLoginLimit),
+        ("authentication failed", .auth, nil),
+        ("access denied", .access, nil),
+        ("token", .token, nil),
+        ("too many subscriptions", .limit, .maxSubscriptions),
+        ("too many open transactions", .limit, .maxTransactions),
+        ("too many frames in transaction", .limit, .maxTransactions),
+        ("too much data held", .limit, .maxHeldInput),
+        ("no CONNECT frame within", .limit, .connectTimeout),
+        ("slow consumer", .slowConsumer, .maxPendingBytes),
+        ("disconnected by an administrator", .admin, nil),
+        // `STOMPParseError` descriptions of the parser's limits.
+        ("Body larger than", .limit, .maxBodySize),
+        ("More than", .limit, .maxHeaderCount),
+        ("Header line longer than", .limit, .maxHeaderLength),
+        ("Command line longer than", .limit, .maxHeaderLength),
+    ]
 }

@@ -61,7 +61,7 @@ final class LoopMetrics {
                 traffic.wireBytesOut
             ),
             webSocketFailures: (traffic.tooBigFailures, traffic.protocolFailures),
-            subscriptions: loop.subscriptionCount, topicPatterns: loop.subscribedPatterns, queues: loop.allQueueStats()
+            subscriptions: loop.subscriptionCount, topicPatterns: Array(loop.subscribedPatternCounts.keys), queues: loop.allQueueStats()
         )
     }
 }

@@ -5,8 +5,6 @@ import NIOCore
 /// `max-connections-per-ip`; issue 9).
 final class ConnectionCounter: Sendable {
     private let state = NIOLockedValueBox<(total: Int, perAddress: [String: Int], maxTotal: Int, maxPerAddress: Int)>((0, [:], 0, 0))
-    /// Connections refused by a limit so far (for metrics).
-    let refused = NIOLockedValueBox(0)
 
     init(maxTotal: Int, maxPerAddress: Int) {
         self.setLimits(maxTotal: maxTotal, maxPerAddress: maxPerAddress)
@@ -22,7 +20,7 @@ final class ConnectionCounter: Sendable {
 
     /// Counts a new connection from `address`, or says which limit it would pass.
     func admit(_ address: String) -> String? {
-        let refusal: String? = self.state.withLockedValue { state in
+        self.state.withLockedValue { state in
             if state.total >= state.maxTotal { return "server connection limit reached (max-connections \(state.maxTotal))" }
             let count = state.perAddress[address, default: 0]
             if count >= state.maxPerAddress { return "too many connections from this address (max-connections-per-ip \(state.maxPerAddress))" }
@@ -30,8 +28,6 @@ final class ConnectionCounter: Sendable {
             state.perAddress[address] = count + 1
             return nil
         }
-        if refusal != nil { self.refused.withLockedValue { $0 += 1 } }
-        return refusal
     }
 
     func release(_ address: String) {

@@ -77,33 +77,31 @@ extension ServerConfiguration {
 /// The TLS context new connections use. Built from the `[tls]` files at start and again on SIGHUP; a connection keeps
 /// the context it was accepted with, so a reload never touches open connections.
 final class TLSContextHolder: Sendable {
-    private let current: NIOLockedValueBox<(settings: ServerConfiguration.TLS, context: NIOSSLContext)>
+    private let current: NIOLockedValueBox<NIOSSLContext>
 
     struct LoadError: Error, CustomStringConvertible {
         var description: String
     }
 
     init(_ settings: ServerConfiguration.TLS) throws(LoadError) {
-        self.current = NIOLockedValueBox((settings, try Self.load(settings)))
+        self.current = NIOLockedValueBox(try Self.load(settings))
     }
 
     /// The context for a connection being accepted now.
-    var context: NIOSSLContext { self.current.withLockedValue { $0.context } }
+    var context: NIOSSLContext { self.current.withLockedValue { $0 } }
 
-    /// Reads the files again; on any error the previous context stays in use.
-    func reload() throws(LoadError) {
-        try self.reload(self.current.withLockedValue { $0.settings })
+    /// A context built from `settings` (new file names, a new minimum version or client CA), not yet in use.
+    struct Prepared {
+        fileprivate var context: NIOSSLContext
     }
 
-    /// Builds a context from `settings` (new file names, a new minimum version or client CA) and uses it from now on.
-    func reload(_ settings: ServerConfiguration.TLS) throws(LoadError) {
-        let fresh = try Self.load(settings)
-        self.current.withLockedValue { $0 = (settings, fresh) }
+    static func prepare(_ settings: ServerConfiguration.TLS) throws(LoadError) -> Prepared {
+        Prepared(context: try Self.load(settings))
     }
 
-    /// Checks that `settings` would load, changing nothing.
-    static func check(_ settings: ServerConfiguration.TLS) throws(LoadError) {
-        _ = try Self.load(settings)
+    /// Uses `prepared` for the connections accepted from now on.
+    func install(_ prepared: Prepared) {
+        self.current.withLockedValue { $0 = prepared.context }
     }
 
     private static func load(_ settings: ServerConfiguration.TLS) throws(LoadError) -> NIOSSLContext {
