@@ -98,11 +98,11 @@ extension STOMPConnection {
     /// What `GET /api/v1/connections` shows of this connection.
     var info: ConnectionInfo {
         ConnectionInfo(
-            session: self.sessionID, transport: self.settings.kind.name, remote: self.transport?.remoteAddress, user: self.login,
+            session: self.sessionID, transport: self.kind.name, remote: self.transport?.remoteAddress, user: self.login,
             version: self.sessionOpen ? self.version.rawValue : nil, subscriptions: self.machine.subscribedDestinations.count
         )
     }
 
     /// The admin API's own session (`AdminPublisher`): not a client, never listed or counted.
-    var isAdminSession: Bool { self.settings.kind == .internal }
+    var isAdminSession: Bool { self.kind == .internal }
 }

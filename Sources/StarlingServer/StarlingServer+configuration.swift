@@ -72,7 +72,7 @@ extension StarlingServer {
     /// What every connection starts from, with its access rules and login check.
     static func connectionTemplate(
         _ configuration: ServerConfiguration, authenticator: ServerAuthenticator?, pool: NIOThreadPool?
-    ) -> STOMPConnection.Settings {
+    ) -> STOMPConnection.SharedSettings {
         var template = Self.connectionTemplate(configuration)
         if !configuration.accessRules.isEmpty { template.access = AccessControl(rules: configuration.accessRules) }
         if let authenticator, let pool {
@@ -80,12 +80,12 @@ extension StarlingServer {
             let limiter = FailedLoginLimiter(limit: auth.failedLoginLimit, windowSeconds: Double(auth.failedLoginWindowSeconds))
             template.authentication = .init(authenticator: authenticator, pool: pool, limiter: limiter)
         }
-        return template
+        return .init(template)
     }
 
     /// What every connection starts from (all but its session id and transport), built once.
     private static func connectionTemplate(_ configuration: ServerConfiguration) -> STOMPConnection.Settings {
-        var session = SessionStateMachine.Configuration(sessionID: "")
+        var session = SessionStateMachine.Configuration()
         session.heartbeat = .init(
             send: configuration.heartbeat.sendMilliseconds,
             receive: configuration.heartbeat.receiveMilliseconds
@@ -102,7 +102,7 @@ extension StarlingServer {
             ("x-max-pending-bytes", String(limits.maxPendingBytes)),
             ("x-max-presence-meta-bytes", String(limits.maxPresenceMetaBytes)),
         ]
-        var settings = STOMPConnection.Settings(parserLimits: configuration.parserLimits, session: session)
+        var settings = STOMPConnection.Settings(parserLimits: configuration.parserLimits, session: .init(session))
         settings.heartbeatGraceFactor = configuration.heartbeat.graceFactor
         settings.maxPendingBytes = configuration.limits.maxPendingBytes
         settings.maxFrameRate = Double(configuration.limits.maxFrameRate)

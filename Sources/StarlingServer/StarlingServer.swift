@@ -36,8 +36,8 @@ public final class StarlingServer: Service, Sendable {
     /// One per event loop, in the broker's loop order; each is touched only on its loop.
     let perLoop: PerLoopResources
     /// What new connections start from; replaced by a configuration reload.
-    let template: NIOLockedValueBox<STOMPConnection.Settings>
-    private var connectionTemplate: STOMPConnection.Settings { self.template.withLockedValue { $0 } }
+    let template: NIOLockedValueBox<STOMPConnection.SharedSettings>
+    private var connectionTemplate: STOMPConnection.SharedSettings { self.template.withLockedValue { $0 } }
     private let store: SQLiteMessageStore?
     /// Where CONNECTs' passwords are checked (PBKDF2 is too slow for an event loop); nil without a users file.
     let authPool: NIOThreadPool?
@@ -303,7 +303,14 @@ public final class StarlingServer: Service, Sendable {
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelOption(.writeBufferWaterMark, value: .init(low: highWater / 2, high: highWater))
             .childChannelOption(.maxMessagesPerRead, value: 16)
+            // NIO keeps each connection's last receive buffer for the next read, so its size is paid by every idle
+            // connection. Start small (a WebSocket handshake or a CONNECT fits): the buffer doubles on every read
+            // that fills it, so a busy publisher reaches 64 KiB within a few reads.
+            .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: Self.initialReceiveBuffer, maximum: 64 * 1024))
     }
+
+    /// The first receive buffer of a connection (NIO's default is 2,048 bytes).
+    static let initialReceiveBuffer = 512
 
     /// Bytes queued in the server for a socket the kernel does not take any more before the client counts as slow.
     static func highWaterMark(_ maxPendingBytes: Int) -> Int { min(64 * 1024, maxPendingBytes) }
@@ -312,33 +319,24 @@ public final class StarlingServer: Service, Sendable {
         loop: LoopBroker, transport: any STOMPTransport, kind: ConnectionKind, maxVersion: STOMPVersion? = nil, bearer: String? = nil
     ) -> STOMPConnection {
         let number = self.sessionCounter.wrappingIncrementThenLoad(ordering: .relaxed)
-        // Copies of one template share their arrays' storage: an idle connection pays only for what differs.
-        var settings = self.connectionTemplate
-        settings.session.sessionID = "\(self.nodeTag)-\(number)"
-        settings.kind = kind
-        settings.handshakeToken = bearer
-        if let maxVersion {
-            settings.session.supportedVersions = settings.session.supportedVersions.filter { $0 <= maxVersion }
-        }
+        let identity = STOMPConnection.Identity(sessionID: "\(self.nodeTag)-\(number)", kind: kind, handshakeToken: bearer, maxVersion: maxVersion)
         return STOMPConnection(
             loop: loop, clock: self.perLoop.clocks[loop.index], metrics: self.perLoop.metrics[loop.index], transport: transport,
-            settings: settings, logger: self.logger
+            settings: self.connectionTemplate, identity: identity, logger: self.logger
         )
     }
 
     /// The admin API's session on `loop` (`AdminPublisher`): no login check, no access rules, no frame rate limit, no
     /// heart-beats; its messages carry `user-name:admin`.
     func makeAdminConnection(loop: LoopBroker, transport: any STOMPTransport) -> STOMPConnection {
-        var settings = self.connectionTemplate
+        var settings = self.connectionTemplate.value
         let number = self.sessionCounter.wrappingIncrementThenLoad(ordering: .relaxed)
-        settings.session.sessionID = "\(self.nodeTag)-admin-\(number)"
-        settings.kind = .internal
         settings.authentication = nil
         settings.access = nil
         settings.maxFrameRate = 0
         return STOMPConnection(
             loop: loop, clock: self.perLoop.clocks[loop.index], metrics: self.perLoop.metrics[loop.index], transport: transport,
-            settings: settings, logger: self.logger
+            settings: .init(settings), identity: .init(sessionID: "\(self.nodeTag)-admin-\(number)", kind: .internal), logger: self.logger
         )
     }
 

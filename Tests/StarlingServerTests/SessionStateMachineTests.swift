@@ -7,10 +7,10 @@ import Testing
 @Suite("SessionStateMachine")
 struct SessionStateMachineTests {
     private func machine(heartbeat: SessionStateMachine.Heartbeat = .init(send: 1000, receive: 2000)) -> SessionStateMachine {
-        var configuration = SessionStateMachine.Configuration(sessionID: "s1")
+        var configuration = SessionStateMachine.Configuration()
         configuration.heartbeat = heartbeat
         configuration.maxSubscriptions = 2
-        return SessionStateMachine(configuration: configuration)
+        return SessionStateMachine(configuration: configuration, sessionID: "s1")
     }
 
     private func frame(_ command: STOMPCommand, _ headers: [(String, String)] = []) -> STOMPFrame {

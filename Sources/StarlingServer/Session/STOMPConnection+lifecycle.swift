@@ -27,7 +27,7 @@ extension STOMPConnection {
 
     /// The transport is gone (socket closed for any reason): drop every subscription and timer.
     func transportClosed() {
-        if self.settings.kind != .internal {
+        if self.kind != .internal {
             var metadata = self.logMetadata
             metadata["reason"] = "\(self.closeReason.map(\.logName) ?? "closed by the client")"
             if let login = self.login { metadata["user"] = "\(login)" }
@@ -35,7 +35,7 @@ extension STOMPConnection {
         }
         self.closed = true
         self.retireBacklog()
-        self.metrics.connections[self.settings.kind.rawValue] -= 1
+        self.metrics.connections[self.kind.rawValue] -= 1
         if self.sessionOpen {
             self.sessionOpen = false
             self.metrics.sessions -= 1

@@ -136,7 +136,7 @@ extension STOMPConnection {
     /// Counts an ERROR by its reason (and the limit, if one was hit).
     func countError(_ message: String) {
         // The admin API's own sessions answer HTTP requests: their ERRORs reach no client.
-        guard self.settings.kind != .internal else { return }
+        guard self.kind != .internal else { return }
         let (reason, limit) = ErrorReason.classify(message)
         self.metrics.server.error(reason)
         if let limit { self.metrics.server.limitHit(limit) }

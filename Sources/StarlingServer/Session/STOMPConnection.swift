@@ -8,15 +8,15 @@ import StarlingSTOMP
 /// out their actions against the loop's broker, writes deliveries, and keeps the heart-beats. Lives on one event
 /// loop and is touched only there (DESIGN.md threading model); not Sendable.
 final class STOMPConnection: MessageSink, ConnectionClock.Member {
+    /// What every connection made from one server configuration shares (built once per start or reload, and held
+    /// by reference: an idle connection pays 8 bytes for it). What differs per connection is in `Identity`.
     struct Settings {
         var parserLimits = STOMPParserLimits()
-        var session: SessionStateMachine.Configuration
+        var session: SessionStateMachine.SharedConfiguration
         /// Extra silence allowed past the negotiated client heart-beat interval, as a multiple of it.
         var heartbeatGraceFactor = 1.5
         /// A connection that has not sent CONNECT within this time is closed.
         var connectTimeout = TimeAmount.seconds(10)
-        /// How the client is connected, for logs and metrics.
-        var kind = ConnectionKind.tcp
         /// Bytes held for a slow client (beyond its socket's buffers) before it is disconnected (`max-pending-bytes`).
         var maxPendingBytes = 4 << 20
         var allocator = ByteBufferAllocator()
@@ -24,10 +24,24 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
         var authentication: Authentication?
         /// Set when the configuration has `[[acl]]` tables.
         var access: AccessControl?
-        /// A JWT from the WebSocket handshake, used when CONNECT has no passcode.
-        var handshakeToken: String?
         /// Frames per second a client may send (a token bucket holding one second's worth); 0 = unlimited.
         var maxFrameRate = 0.0
+    }
+
+    final class SharedSettings: Sendable {
+        let value: Settings
+        init(_ value: Settings) { self.value = value }
+    }
+
+    /// What is this connection's own.
+    struct Identity {
+        var sessionID: String
+        /// How the client is connected, for logs and metrics.
+        var kind: ConnectionKind
+        /// A JWT from the WebSocket handshake, used when CONNECT has no passcode.
+        var handshakeToken: String?
+        /// The highest STOMP version the transport allows (a WebSocket subprotocol can cap it).
+        var maxVersion: STOMPVersion?
     }
 
     /// What checks CONNECT's login and passcode, and where (off the event loops).
@@ -41,7 +55,12 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
     var transport: (any STOMPTransport)?
     private var parser: STOMPFrameParser
     private(set) var machine: SessionStateMachine
-    let settings: Settings
+    private let shared: SharedSettings
+    var settings: Settings { self.shared.value }
+    /// How the client is connected, for logs and metrics.
+    let kind: ConnectionKind
+    /// A JWT from the WebSocket handshake, used when CONNECT has no passcode.
+    let handshakeToken: String?
     let logger: Logger
     var subscriptions: [String: TopicSubscription] = [:]
     /// Topic subscriptions with a client ack mode: ACKs for their deliveries are accepted (and need nothing).
@@ -100,30 +119,35 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
     var lastRead = NIODeadline.uptimeNanoseconds(0)
 
     var needsFlush = false
-    var sessionID: String { self.settings.session.sessionID }
+    var sessionID: String { self.machine.sessionID }
     /// Built when something is logged, not kept per connection.
     var logMetadata: Logger.Metadata {
-        ["session": "\(self.sessionID)", "transport": "\(self.settings.kind.name)"]
+        ["session": "\(self.sessionID)", "transport": "\(self.kind.name)"]
     }
 
-    init(loop: LoopBroker, clock: ConnectionClock, metrics: LoopMetrics, transport: any STOMPTransport, settings: Settings, logger: Logger) {
+    init(
+        loop: LoopBroker, clock: ConnectionClock, metrics: LoopMetrics, transport: any STOMPTransport, settings: SharedSettings,
+        identity: Identity, logger: Logger
+    ) {
         self.loop = loop
         self.clock = clock
         self.metrics = metrics
-        metrics.connections[settings.kind.rawValue] += 1
-        metrics.server.opened(settings.kind)
-        if settings.kind != .internal {
+        metrics.connections[identity.kind.rawValue] += 1
+        metrics.server.opened(identity.kind)
+        if identity.kind != .internal {
             logger.info("connection opened", metadata: [
-                "session": "\(settings.session.sessionID)", "transport": "\(settings.kind.name)", "remote": "\(transport.remoteAddress ?? "?")",
+                "session": "\(identity.sessionID)", "transport": "\(identity.kind.name)", "remote": "\(transport.remoteAddress ?? "?")",
             ])
         }
         self.transport = transport
-        self.settings = settings
-        self.parser = STOMPFrameParser(limits: settings.parserLimits, version: .v1_2)
-        self.machine = SessionStateMachine(configuration: settings.session)
+        self.shared = settings
+        self.kind = identity.kind
+        self.handshakeToken = identity.handshakeToken
+        self.parser = STOMPFrameParser(limits: settings.value.parserLimits, version: .v1_2)
+        self.machine = SessionStateMachine(configuration: settings.value.session, sessionID: identity.sessionID, maxVersion: identity.maxVersion)
         self.logger = logger
         loop.register(self)
-        self.connectDeadline = .now() + settings.connectTimeout
+        self.connectDeadline = .now() + settings.value.connectTimeout
         clock.add(self)
     }
 
@@ -161,7 +185,7 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
             self.version = version
             self.parser.version = version
             if let authentication = self.settings.authentication {
-                self.authenticate(login: login, passcode: passcode ?? self.settings.handshakeToken, with: authentication) { user in
+                self.authenticate(login: login, passcode: passcode ?? self.handshakeToken, with: authentication) { user in
                     self.roles = user.roles
                     self.expire(at: user.expires)
                     self.connected(frame, heartbeat: heartbeat, login: user.name.isEmpty ? nil : user.name, clientID: clientID)
@@ -230,7 +254,7 @@ final class STOMPConnection: MessageSink, ConnectionClock.Member {
     /// The session starts: CONNECTED, heart-beats, and the login naming the user.
     private func connected(_ frame: STOMPFrame, heartbeat: SessionStateMachine.NegotiatedHeartbeat, login: String?, clientID: String?) {
         self.connectDeadline = nil
-        if self.settings.kind != .internal {
+        if self.kind != .internal {
             self.sessionOpen = true
             self.metrics.sessions += 1
         }

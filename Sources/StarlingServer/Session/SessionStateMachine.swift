@@ -8,7 +8,6 @@ import StarlingSTOMP
 struct SessionStateMachine {
     struct Configuration {
         var serverName = "Starling/0.1"
-        var sessionID: String
         var supportedVersions: [STOMPVersion] = [.v1_0, .v1_1, .v1_2]
         /// Server heart-beat (`cx,cy` of CONNECTED): the fastest we send, the fastest we want to receive, in ms.
         var heartbeat = Heartbeat(send: 10_000, receive: 10_000)
@@ -106,15 +105,37 @@ struct SessionStateMachine {
         case closed
     }
 
+    /// A `Configuration` shared by every session made from one server configuration (built once per start or
+    /// reload): an idle connection keeps a reference to it, not a copy.
+    final class SharedConfiguration: Sendable {
+        let value: Configuration
+        init(_ value: Configuration) { self.value = value }
+    }
+
     private var state = State.awaitingConnect
-    private let configuration: Configuration
+    private let shared: SharedConfiguration
+    private var configuration: Configuration { self.shared.value }
+    let sessionID: String
+    /// The highest version this transport may speak (a WebSocket subprotocol can cap it); nil: any.
+    private let maxVersion: STOMPVersion?
     private var subscriptions: [String: String] = [:]  // id -> destination
     /// The destinations of the session's subscriptions (each once per subscription), for re-checking access rules.
     var subscribedDestinations: Dictionary<String, String>.Values { self.subscriptions.values }
     private var transactions: [String: [Work]] = [:]
 
-    init(configuration: Configuration) {
-        self.configuration = configuration
+    init(configuration: SharedConfiguration, sessionID: String, maxVersion: STOMPVersion? = nil) {
+        self.shared = configuration
+        self.sessionID = sessionID
+        self.maxVersion = maxVersion
+    }
+
+    init(configuration: Configuration, sessionID: String) {
+        self.init(configuration: SharedConfiguration(configuration), sessionID: sessionID)
+    }
+
+    private var supportedVersions: [STOMPVersion] {
+        guard let maxVersion = self.maxVersion else { return self.configuration.supportedVersions }
+        return self.configuration.supportedVersions.filter { $0 <= maxVersion }
     }
 
     var version: STOMPVersion? {
@@ -153,10 +174,10 @@ struct SessionStateMachine {
     private mutating func connect(_ frame: STOMPFrame) -> Action {
         // STOMP 1.2 "Protocol Negotiation": no accept-version means 1.0.
         let offered = frame.headers["accept-version"].map { $0.split(separator: ",").map { $0.trimmingASCIISpaces() } } ?? ["1.0"]
-        let common = self.configuration.supportedVersions.filter { offered.contains($0.rawValue) }
+        let common = self.supportedVersions.filter { offered.contains($0.rawValue) }
         guard let version = common.max() else {
             self.state = .closed
-            let supported = self.configuration.supportedVersions.map(\.rawValue).joined(separator: ",")
+            let supported = self.supportedVersions.map(\.rawValue).joined(separator: ",")
             return .unsupportedVersion(supported: supported, receiptID: frame.headers["receipt"])
         }
         var negotiated = NegotiatedHeartbeat(send: 0, receive: 0)
@@ -175,7 +196,7 @@ struct SessionStateMachine {
             headers.add("heart-beat", "\(self.configuration.heartbeat.send),\(self.configuration.heartbeat.receive)")
         }
         headers.add("server", self.configuration.serverName)
-        headers.add("session", self.configuration.sessionID)
+        headers.add("session", self.sessionID)
         for (name, value) in self.configuration.announcedLimits { headers.add(name, value) }
         self.state = .connected(version)
         return .connected(
