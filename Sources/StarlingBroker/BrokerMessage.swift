@@ -105,18 +105,7 @@ public final class BrokerMessage: Sendable {
 
     private static func encodeShared(headers: STOMPHeaders, body: ByteBuffer, version: STOMPVersion, allocator: ByteBufferAllocator) -> ByteBuffer {
         var buffer = allocator.buffer(capacity: 64 + body.readableBytes + headers.count * 24)
-        for (name, value) in headers {
-            STOMPFrameEncoder.writeHeader(name, value, to: &buffer, version: version)
-        }
-        if body.readableBytes > 0 {
-            buffer.writeString("content-length:")
-            buffer.writeString(String(body.readableBytes))
-            buffer.writeInteger(UInt8(ascii: "\n"))
-        }
-        buffer.writeInteger(UInt8(ascii: "\n"))
-        var body = body
-        buffer.writeBuffer(&body)
-        buffer.writeInteger(UInt8(0))
+        STOMPFrameEncoder.writeHeadersAndBody(headers, body: body, to: &buffer, version: version)
         return buffer
     }
 

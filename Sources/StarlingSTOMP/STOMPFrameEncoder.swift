@@ -14,20 +14,35 @@ public enum STOMPFrameEncoder {
     /// Any `content-length` header in `frame.headers` is dropped and, when the body is non-empty, `content-length:<n>`
     /// is written as the last header computed from the body.
     public static func write(_ frame: STOMPFrame, to buffer: inout ByteBuffer, version: STOMPVersion) {
-        let escaping = Self.escaping(version, escape: !frame.command.isHandshake)
-        let contentLength = frame.body.readableBytes > 0 ? String(frame.body.readableBytes) : ""
+        Self.write(
+            command: frame.command.rawValue, headers: frame.headers, body: frame.body, to: &buffer,
+            escaping: Self.escaping(version, escape: !frame.command.isHandshake)
+        )
+    }
+
+    /// Writes what follows a MESSAGE frame's command line (the part every subscriber shares): `headers` escaped per
+    /// `version`, `content-length` computed from `body` (any in `headers` is dropped), the blank line, `body`, NUL.
+    public static func writeHeadersAndBody(_ headers: STOMPHeaders, body: ByteBuffer, to buffer: inout ByteBuffer, version: STOMPVersion) {
+        Self.write(command: nil, headers: headers, body: body, to: &buffer, escaping: Self.escaping(version, escape: true))
+    }
+
+    /// A frame, or without `command` the part after its command line.
+    private static func write(command: String?, headers: STOMPHeaders, body: ByteBuffer, to buffer: inout ByteBuffer, escaping: HeaderEscaping) {
+        let contentLength = body.readableBytes > 0 ? String(body.readableBytes) : ""
         // Fast path, the usual case: nothing to escape, so the exact size is known and the frame is copied in one
         // pass. Each separate ByteBuffer write costs a capacity and uniqueness check, which dominated profiles.
-        if let size = Self.exactSizeWithoutEscapes(of: frame, escaping: escaping, contentLength: contentLength) {
+        if let size = Self.exactSizeWithoutEscapes(command: command, headers: headers, body: body, escaping: escaping, contentLength: contentLength) {
             buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { output in
-                Self.copyWithoutEscapes(frame, contentLength: contentLength, into: output)
+                Self.copyWithoutEscapes(command: command, headers: headers, body: body, contentLength: contentLength, into: output)
             }
             return
         }
-        buffer.reserveCapacity(minimumWritableBytes: Self.estimatedSize(of: frame))
-        buffer.writeString(frame.command.rawValue)
-        buffer.writeInteger(UInt8(ascii: "\n"))
-        for header in frame.headers where header.name != "content-length" {
+        buffer.reserveCapacity(minimumWritableBytes: Self.estimatedSize(command: command, headers: headers, body: body))
+        if let command {
+            buffer.writeString(command)
+            buffer.writeInteger(UInt8(ascii: "\n"))
+        }
+        for header in headers where header.name != "content-length" {
             Self.writeText(header.name, to: &buffer, escaping: escaping)
             buffer.writeInteger(UInt8(ascii: ":"))
             Self.writeText(header.value, to: &buffer, escaping: escaping)
@@ -39,7 +54,7 @@ public enum STOMPFrameEncoder {
             buffer.writeInteger(UInt8(ascii: "\n"))
         }
         buffer.writeInteger(UInt8(ascii: "\n"))
-        buffer.writeImmutableBuffer(frame.body)
+        buffer.writeImmutableBuffer(body)
         buffer.writeInteger(UInt8(0))
     }
 
@@ -65,7 +80,7 @@ public enum STOMPFrameEncoder {
         version: STOMPVersion,
         allocator: ByteBufferAllocator = .init()
     ) -> ByteBuffer {
-        var buffer = allocator.buffer(capacity: Self.estimatedSize(of: frame))
+        var buffer = allocator.buffer(capacity: Self.estimatedSize(command: frame.command.rawValue, headers: frame.headers, body: frame.body))
         Self.write(frame, to: &buffer, version: version)
         return buffer
     }
@@ -81,12 +96,14 @@ public enum STOMPFrameEncoder {
 
     /// The exact encoded size, or nil when some header needs escaping (or rewriting).
     private static func exactSizeWithoutEscapes(
-        of frame: STOMPFrame,
+        command: String?,
+        headers: STOMPHeaders,
+        body: ByteBuffer,
         escaping: HeaderEscaping,
         contentLength: String
     ) -> Int? {
-        var size = frame.command.rawValue.utf8.count + 2 + frame.body.readableBytes + 1
-        for header in frame.headers where header.name != "content-length" {
+        var size = (command.map { $0.utf8.count + 1 } ?? 0) + 1 + body.readableBytes + 1
+        for header in headers where header.name != "content-length" {
             guard let name = Self.plainCount(header.name, escaping), let value = Self.plainCount(header.value, escaping)
             else {
                 return nil
@@ -112,14 +129,18 @@ public enum STOMPFrameEncoder {
 
     /// Copies a frame whose headers need no escaping into `output`, which holds at least its exact size.
     private static func copyWithoutEscapes(
-        _ frame: STOMPFrame,
+        command: String?,
+        headers: STOMPHeaders,
+        body: ByteBuffer,
         contentLength: String,
         into output: UnsafeMutableRawBufferPointer
     ) -> Int {
         var writer = RawWriter(start: output.baseAddress!)
-        writer.copy(frame.command.rawValue)
-        writer.copy(UInt8(ascii: "\n"))
-        for header in frame.headers where header.name != "content-length" {
+        if let command {
+            writer.copy(command)
+            writer.copy(UInt8(ascii: "\n"))
+        }
+        for header in headers where header.name != "content-length" {
             writer.copy(header.name)
             writer.copy(UInt8(ascii: ":"))
             writer.copy(header.value)
@@ -131,7 +152,7 @@ public enum STOMPFrameEncoder {
             writer.copy(UInt8(ascii: "\n"))
         }
         writer.copy(UInt8(ascii: "\n"))
-        frame.body.withUnsafeReadableBytes { writer.copy($0) }
+        body.withUnsafeReadableBytes { writer.copy($0) }
         writer.copy(UInt8(0))
         return output.baseAddress!.distance(to: writer.position)
     }
@@ -164,12 +185,12 @@ public enum STOMPFrameEncoder {
     }
 
     /// The encoded size when nothing needs escaping; escapes add a little, which the buffer grows for.
-    private static func estimatedSize(of frame: STOMPFrame) -> Int {
-        var size = frame.command.rawValue.utf8.count + 2 + frame.body.readableBytes + 1
-        for header in frame.headers {
+    private static func estimatedSize(command: String?, headers: STOMPHeaders, body: ByteBuffer) -> Int {
+        var size = (command.map { $0.utf8.count + 1 } ?? 0) + 1 + body.readableBytes + 1
+        for header in headers {
             size += header.name.utf8.count + header.value.utf8.count + 2
         }
-        if frame.body.readableBytes > 0 {
+        if body.readableBytes > 0 {
             size += 36  // "content-length:" + up to 20 digits + LF
         }
         return size

@@ -53,4 +53,22 @@ struct STOMPFrameEncoderTests {
         #expect(encoded(frame) == "SEND\ncontent-length:7\n\npayload\0")
         #expect(frame.body.readableBytes == 7)
     }
+
+    @Test("writeHeadersAndBody writes a MESSAGE frame's bytes after its command line, escaped or not, in every version")
+    func headersAndBodyMatchTheFrame() {
+        let cases: [(STOMPHeaders, ByteBuffer)] = [
+            (["destination": "/topic/a", "message-id": "m-1", "x-seq": "42"], ByteBuffer(text: "payload")),
+            (["destination": "/topic/a:b", "note": "line\nbreak\r\\"], ByteBuffer(text: "x")),
+            (["destination": "/queue/q", "content-length": "999"], ByteBuffer()),
+        ]
+        for version in STOMPVersion.allCases {
+            for (headers, body) in cases {
+                var part = ByteBuffer(string: "prefix")
+                STOMPFrameEncoder.writeHeadersAndBody(headers, body: body, to: &part, version: version)
+                let frame = encoded(STOMPFrame(.message, headers: headers, body: body), version: version)
+                #expect(String(buffer: part).hasPrefix("prefix"))
+                #expect("MESSAGE\n" + String(buffer: part).dropFirst("prefix".count) == frame)
+            }
+        }
+    }
 }
