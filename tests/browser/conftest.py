@@ -19,7 +19,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
 
-from e2e_helpers import ServerStartError, StarlingServer  # noqa: E402
+from e2e_helpers import StarlingServer, start_or_fail  # noqa: E402
 
 try:
     from selenium import webdriver
@@ -90,11 +90,7 @@ class Server:
         args = ["--web-root", str(self.web_root)]
         if self.port:
             args += ["--port", str(self.port)]  # the last --port wins over the helper's "--port 0"
-        srv = StarlingServer(self.data_dir, args)
-        try:
-            srv.start()
-        except ServerStartError as error:
-            pytest.fail(str(error), pytrace=False)
+        srv = start_or_fail(StarlingServer(self.data_dir, args))
         self.proc = srv
         self.port = srv.http_port
         return self

@@ -46,10 +46,12 @@ from e2e_helpers import (  # noqa: E402  (conftest puts tests/e2e on the path)
     Closed,
     RawTcpStomp,
     RawWsStomp,
-    ServerStartError,
     StarlingServer,
+    assert_still_alive,
+    start_or_fail,
     uid,
 )
+
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOT_ENV = "STARLING_SCREENSHOT_ADMIN"
@@ -71,12 +73,7 @@ def start_server(base: Path, web_root: Path, config: str | None, extra: list[str
         path = base / "starling.toml"
         path.write_text(config)
         args += ["--config", str(path)]
-    srv = StarlingServer(base / "data", args)
-    try:
-        srv.start()
-    except ServerStartError as error:
-        pytest.fail(str(error), pytrace=False)
-    return srv
+    return start_or_fail(StarlingServer(base / "data", args))
 
 
 def admin_config(token: str) -> str:
@@ -94,9 +91,7 @@ def admin_server(tmp_path_factory, web_root):
 @pytest.fixture(autouse=True)
 def _server_alive(request):
     yield
-    if "admin_server" in request.fixturenames:
-        srv = request.getfixturevalue("admin_server")
-        assert srv.alive(), f"the server died during this test:\n{srv.output()}"
+    assert_still_alive(request, "admin_server")
 
 
 # ================================================================================================== the admin API

@@ -33,7 +33,7 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-from e2e_helpers import ServerStartError, StarlingServer, starling_bin  # noqa: E402  (conftest puts tests/e2e on the path)
+from e2e_helpers import StarlingServer, starling_bin, start_or_fail  # noqa: E402  (conftest puts tests/e2e on the path)
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOT_ENV = "STARLING_SCREENSHOT_TICKER"
@@ -62,11 +62,7 @@ def ticker_server(tmp_path_factory, web_root):
     base = tmp_path_factory.mktemp("starling-ticker")
     config = base / "starling.toml"
     config.write_text(CONFIG)
-    srv = StarlingServer(base / "data", ["--web-root", str(web_root), "--config", str(config)])
-    try:
-        srv.start()
-    except ServerStartError as error:
-        pytest.fail(str(error), pytrace=False)
+    srv = start_or_fail(StarlingServer(base / "data", ["--web-root", str(web_root), "--config", str(config)]))
     yield srv
     srv.stop()
 

@@ -18,19 +18,15 @@ from e2e_helpers import (  # noqa: E402
     RawTcpStomp,
     RawWsStomp,
     StarlingServer,
-    ServerStartError,
+    assert_still_alive,
+    start_or_fail,
     stomp_close,
     stomp_connect,
 )
 
 
 def _start(tmp_path_factory, name: str, extra_args=None) -> StarlingServer:
-    srv = StarlingServer(tmp_path_factory.mktemp(name), extra_args)
-    try:
-        srv.start()
-    except ServerStartError as e:
-        pytest.fail(str(e), pytrace=False)
-    return srv
+    return start_or_fail(StarlingServer(tmp_path_factory.mktemp(name), extra_args))
 
 
 @pytest.fixture(scope="session")
@@ -76,9 +72,7 @@ def own_server(tmp_path_factory):
 def _server_still_alive(request):
     """After each test that used the shared server, check that it did not crash."""
     yield
-    if "server" in request.fixturenames:
-        srv = request.getfixturevalue("server")
-        assert srv.alive(), f"the shared starling server died during this test:\n{srv.output()}"
+    assert_still_alive(request, "server", "the shared starling server")
 
 
 @pytest.fixture

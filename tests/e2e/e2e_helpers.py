@@ -22,6 +22,7 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
 import stomp
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
@@ -53,6 +54,23 @@ _STOMPS_RE = re.compile(r"\bstomps=\S*?:(\d+)")
 
 class ServerStartError(RuntimeError):
     pass
+
+
+def start_or_fail(srv: "StarlingServer", context: str = "") -> "StarlingServer":
+    """Starts `srv`; one that does not start fails the test with its output (``context`` first), not a traceback."""
+    try:
+        srv.start()
+    except ServerStartError as error:
+        pytest.fail(f"{context}{error}", pytrace=False)
+    return srv
+
+
+def assert_still_alive(request, fixture: str, what: str = "the server") -> None:
+    """For an autouse fixture, after each test: if the test used the server fixture named ``fixture``, that server
+    must not have died during it."""
+    if fixture in request.fixturenames:
+        srv = request.getfixturevalue(fixture)
+        assert srv.alive(), f"{what} died during this test:\n{srv.output()}"
 
 
 class StarlingServer:

@@ -34,6 +34,7 @@ from e2e_helpers import (
     RawWsStomp,
     ServerStartError,
     StarlingServer,
+    assert_still_alive,
     starling_bin,
     stomp_close,
     stomp_connect,
@@ -187,9 +188,7 @@ def admin(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _admin_still_alive(request):
     yield
-    if "admin" in request.fixturenames:
-        srv = request.getfixturevalue("admin")
-        assert srv.alive(), f"the admin server died during this test:\n{srv.output()}"
+    assert_still_alive(request, "admin", "the admin server")
 
 
 @pytest.fixture

@@ -36,11 +36,11 @@ from e2e_helpers import (
     FrameParser,
     RawStompBase,
     RawTcpStomp,
-    ServerStartError,
     StarlingServer,
     encode_frame,
     http_request,
     starling_bin,
+    start_or_fail,
     uid,
     ws_frame,
     ws_handshake_request,
@@ -104,12 +104,7 @@ class Env:
 
 
 def _start(tmp_path_factory, name: str, args: list[str]) -> StarlingServer:
-    srv = StarlingServer(tmp_path_factory.mktemp(name), args)
-    try:
-        srv.start()
-    except ServerStartError as e:
-        pytest.fail(str(e), pytrace=False)
-    return srv
+    return start_or_fail(StarlingServer(tmp_path_factory.mktemp(name), args))
 
 
 def _stop(env: Env) -> None:

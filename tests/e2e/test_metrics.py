@@ -22,11 +22,12 @@ from e2e_helpers import (
     RawStompBase,
     RawTcpStomp,
     RawWsStomp,
-    ServerStartError,
     StarlingServer,
+    assert_still_alive,
     encode_frame,
     http_request,
     starling_bin,
+    start_or_fail,
     uid,
     ws_handshake_request,
 )
@@ -366,11 +367,7 @@ def config_args(tmp_path, text: str) -> list[str]:
 @pytest.fixture(scope="module")
 def msrv(tmp_path_factory):
     """A server shared by this module's tests that only read gauges or compare their own queues."""
-    srv = StarlingServer(tmp_path_factory.mktemp("starling-metrics"))
-    try:
-        srv.start()
-    except ServerStartError as e:
-        pytest.fail(str(e), pytrace=False)
+    srv = start_or_fail(StarlingServer(tmp_path_factory.mktemp("starling-metrics")))
     yield srv
     srv.stop()
 
@@ -379,9 +376,7 @@ def msrv(tmp_path_factory):
 def _msrv_still_alive(request):
     """After each test that used the module's server, check that it did not crash."""
     yield
-    if "msrv" in request.fixturenames:
-        srv = request.getfixturevalue("msrv")
-        assert srv.alive(), f"the module's starling server died during this test:\n{srv.output()}"
+    assert_still_alive(request, "msrv", "the module's starling server")
 
 
 # --------------------------------------------------------------------------------------------------

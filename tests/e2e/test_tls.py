@@ -40,6 +40,8 @@ from e2e_helpers import (
     RawWsStomp,
     ServerStartError,
     StarlingServer,
+    assert_still_alive,
+    start_or_fail,
     stomp_close,
     stomp_connect,
     subscribe_sync,
@@ -191,11 +193,7 @@ def start_tls_server(directory: Path, table: str) -> StarlingServer:
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "starling.toml"
     config.write_text(table)
-    srv = StarlingServer(directory / "data", ["--config", str(config)])
-    try:
-        srv.start()
-    except ServerStartError as e:
-        pytest.fail(f"a server with this config did not start:\n{table}\n{e}", pytrace=False)
+    srv = start_or_fail(StarlingServer(directory / "data", ["--config", str(config)]), f"a server with this config did not start:\n{table}\n")
     if not (srv.https_port and srv.stomps_port):
         listening = [line for line in srv.lines if "listening" in line]
         srv.stop()
@@ -214,9 +212,7 @@ def tls_server(tmp_path_factory, pki):
 @pytest.fixture(autouse=True)
 def _tls_server_still_alive(request):
     yield
-    if "tls_server" in request.fixturenames:
-        srv = request.getfixturevalue("tls_server")
-        assert srv.alive(), f"the TLS server died during this test:\n{srv.output()}"
+    assert_still_alive(request, "tls_server", "the TLS server")
 
 
 @pytest.fixture
